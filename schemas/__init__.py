@@ -1,0 +1,1 @@
+"""Table definitions, Pandera models, DDL text and error types. Imports nothing of ours."""

@@ -1,0 +1,59 @@
+"""The error tree: one root, a shallow hierarchy, context as attributes."""
+
+from __future__ import annotations
+
+
+class MigrationError(Exception):
+    """Root of every error circuit-migrate raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Transient:
+    """Mixin: the operation may succeed when retried (connection lost, deadlock, ...)."""
+
+
+class ConfigurationError(MigrationError):
+    """Bad options or settings (a malformed URL, a missing required value)."""
+
+    exit_code = 2
+
+
+class ConnectionFailed(MigrationError, Transient):
+    """A database could not be reached."""
+
+    exit_code = 3
+
+
+class SourceSchemaMismatch(MigrationError):
+    """The legacy schema is missing, or differs from DESIGN.md section 3."""
+
+    exit_code = 4
+
+
+class TargetSchemaMissing(MigrationError):
+    """The target lacks what it needs (the auth schema, the target tables, the ledger)."""
+
+    exit_code = 4
+
+
+class LoadError(MigrationError):
+    """Writing a batch to the target failed for a reason a retry cannot mend."""
+
+
+class TransientLoadError(LoadError, Transient):
+    """Writing a batch failed for a reason a retry may mend (serialization, deadlock)."""
+
+
+class ReconciliationMismatch(MigrationError):
+    """The accounting identity or the independent verification did not hold."""
+
+    exit_code = 5
