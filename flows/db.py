@@ -28,7 +28,7 @@ def libpq_url(url: str) -> str:
     if parts.scheme not in _SCHEMES or not (parts.netloc or parts.query):
         raise ConfigurationError(
             f"not a PostgreSQL URL: {redact(url)!r} "
-            "(expected postgresql://user[:password]@host[:port]/database)"
+            "(expected postgresql://USER@HOST:PORT/DATABASE, password optional)"
         )
     return urlunsplit(("postgresql", *parts[1:]))
 

@@ -147,7 +147,10 @@ def _policies(table: sa.Table, schema: str) -> list[str]:
 
 def target_ddl(schema: str = "public") -> str:
     """The new target tables of DESIGN.md section 4 with their row-level security."""
-    parts = [f"create schema if not exists {quote_ident(schema)};"]
+    parts = [
+        f"create schema if not exists {quote_ident(schema)};",
+        f"grant usage on schema {quote_ident(schema)} to authenticated, service_role;",
+    ]
     parts += _create(t.TARGET_TABLES, {t.TARGET: schema})
     for table in t.TARGET_TABLES:
         parts += _policies(table, schema)
@@ -169,7 +172,8 @@ def schema_sql(schema: str = "public") -> str:
     """The whole target DDL as one plain SQL file: target tables, RLS, and the ledger."""
     header = (
         "-- circuit-migrate: target schema (DESIGN.md sections 4 and 8).\n"
-        "-- Idempotent: safe to apply again. Needs Supabase's auth schema and roles\n"
-        "-- (on plain PostgreSQL, apply the auth shim first: `circuit-migrate schema shim`).\n"
+        "-- Idempotent: safe to apply again. Needs Supabase's auth schema and roles; on plain\n"
+        "-- PostgreSQL add the auth shim first (`circuit-migrate schema apply --auth-shim` does,\n"
+        "-- `circuit-migrate schema shim-sql` prints it).\n"
     )
     return header + "\n" + target_ddl(schema) + "\n" + ledger_ddl()

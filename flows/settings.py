@@ -1,0 +1,40 @@
+"""The one settings object: built once at the entry point, passed down as plain values."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Connection URLs and options; from CLI flags, else the environment (``SOURCE_DATABASE_URL``,
+    ``TARGET_DATABASE_URL``, ...)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    source_database_url: SecretStr | None = None
+    target_database_url: SecretStr | None = None
+    source_schema: str = Field(default="public", min_length=1)
+    target_schema: str = Field(default="public", min_length=1)
+
+    def source_url(self) -> str:
+        """The source URL, or a clear error naming the flag and variable that set it."""
+        return _required(self.source_database_url, "--source-url", "SOURCE_DATABASE_URL")
+
+    def target_url(self) -> str:
+        """The target URL, or a clear error naming the flag and variable that set it."""
+        return _required(self.target_database_url, "--target-url", "TARGET_DATABASE_URL")
+
+
+def _required(value: SecretStr | None, flag: str, env: str) -> str:
+    if value is None or not value.get_secret_value().strip():
+        raise ConfigurationError(f"no database URL: pass {flag} or set {env}")
+    return value.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with the non-None ``overrides`` (CLI flags) on top."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given)  # type: ignore[arg-type]
