@@ -363,6 +363,22 @@ links = sa.Table(
     schema=LEDGER,
 )
 
-LEDGER_TABLES = (runs, batches, id_map, quarantine, links)
+# Extension: every repair (renamed key, clamped grid, filled range, ...) with its original value.
+repairs = sa.Table(
+    "repairs",
+    metadata,
+    sa.Column("run_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("batch_no", sa.Integer),
+    sa.Column("source_table", sa.Text, nullable=False),
+    sa.Column("source_id", sa.Text, nullable=False),
+    sa.Column("field", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("original", sa.Text),
+    sa.Column("repaired", sa.Text),
+    schema=LEDGER,
+)
+sa.Index("repairs_run_id_batch_no_idx", repairs.c.run_id, repairs.c.batch_no)
+
+LEDGER_TABLES = (runs, batches, id_map, quarantine, links, repairs)
 
 SOURCE_TABLES = ("user_profiles", "saved_profiles", "tagged_models", "user_sessions")

@@ -62,6 +62,7 @@ def test_target_ddl_applies_twice_and_the_second_time_changes_nothing(
         "migration.id_map",
         "migration.quarantine",
         "migration.links",
+        "migration.repairs",
     } <= tables
     assert all(text.endswith(" true") for kind, text in first if kind == "rls")
 

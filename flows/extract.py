@@ -1,0 +1,245 @@
+"""Extract: plan batches of users and read each batch's legacy rows in bulk (COPY TO, CSV).
+
+Every read runs in a read-only repeatable-read transaction that imports one exported snapshot,
+so all batches of a run see the same source even while the legacy app keeps writing.
+
+A row belongs to the batch of its *user key*: its own ``user_id``, else its session's, else
+(for a session) the smallest user id its tagged models name. Rows with no user key at all go to
+one last batch of their own (``user_key is null``), where the transforms quarantine them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from flows import db
+from schemas import frames
+from schemas.errors import SourceSchemaMismatch
+
+LEGACY_TABLE_NAMES = ("user_sessions", "tagged_models", "user_profiles")
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """A batch: user keys from ``user_from`` to ``user_to`` (inclusive); both None = orphans."""
+
+    batch_no: int
+    user_from: str | None
+    user_to: str | None
+    users: int
+
+    @property
+    def orphans(self) -> bool:
+        """Whether this is the batch of rows that name no user at all."""
+        return self.user_from is None
+
+
+def _user_keys(schema: str) -> sql.Composed:
+    """SQL for (table, id, user_key) over the legacy tables."""
+    s = sql.Identifier(schema)
+    return sql.SQL(
+        """
+        with session_key as (
+          select s.id, coalesce(s.user_id,
+                 (select min(t.user_id::text)::uuid from {s}.tagged_models t
+                   where t.session_id = s.id)) as user_key
+            from {s}.user_sessions s
+        )
+        select 'user_sessions' as source_table, id, user_key from session_key
+        union all
+        select 'tagged_models', t.id, coalesce(t.user_id, k.user_key)
+          from {s}.tagged_models t left join session_key k on k.id = t.session_id
+        union all
+        select 'user_profiles', p.id, p.user_id from {s}.user_profiles p
+        """
+    ).format(s=s)
+
+
+def check_source(conn: psycopg.Connection, schema: str) -> None:
+    """Raise SourceSchemaMismatch unless the legacy tables have the columns of DESIGN.md §3."""
+    expected = {
+        "user_sessions": frames.LEGACY_USER_SESSIONS,
+        "tagged_models": frames.LEGACY_TAGGED_MODELS,
+        "user_profiles": frames.LEGACY_USER_PROFILES,
+    }
+    if not db.table_exists(conn, "auth", "users"):
+        raise SourceSchemaMismatch("source has no auth.users table", table="auth.users")
+    for table, columns in expected.items():
+        found = {
+            name
+            for (name,) in conn.execute(
+                "select column_name from information_schema.columns"
+                " where table_schema = %s and table_name = %s",
+                [schema, table],
+            ).fetchall()
+        }
+        if not found:
+            raise SourceSchemaMismatch(
+                f"source has no legacy table {schema}.{table} (wrong --source-schema?)",
+                table=f"{schema}.{table}",
+            )
+        missing = sorted(set(columns) - found)
+        if missing:
+            raise SourceSchemaMismatch(
+                f"legacy table {schema}.{table} lacks columns {', '.join(missing)}",
+                table=f"{schema}.{table}",
+                missing=missing,
+            )
+
+
+def begin_snapshot(conn: psycopg.Connection) -> str:
+    """Open a read-only repeatable-read transaction on ``conn`` (autocommit mode, idle) and
+    export its snapshot."""
+    conn.execute("begin isolation level repeatable read read only")
+    row = conn.execute("select pg_export_snapshot()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def use_snapshot(conn: psycopg.Connection, snapshot: str | None) -> None:
+    """Start a read-only repeatable-read transaction on ``conn`` (autocommit mode, idle), in
+    ``snapshot`` if given."""
+    conn.execute("begin isolation level repeatable read read only")
+    if snapshot:
+        conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
+
+
+def plan_batches(conn: psycopg.Connection, schema: str, batch_size: int) -> list[BatchRange]:
+    """Contiguous user-key ranges of about ``batch_size`` users each, computed in SQL."""
+    query = sql.SQL(
+        """
+        with keys as (select distinct user_key from ({keys}) k where user_key is not null),
+        numbered as (select user_key, (row_number() over (order by user_key) - 1) / {size} as b
+                       from keys)
+        select b, min(user_key::text), max(user_key::text), count(*)
+          from numbered group by b order by b
+        """
+    ).format(keys=_user_keys(schema), size=sql.Literal(batch_size))
+    batches = [
+        BatchRange(int(b) + 1, lo, hi, int(n)) for b, lo, hi, n in conn.execute(query).fetchall()
+    ]
+    orphan_query = sql.SQL("select count(*) from ({keys}) k where user_key is null").format(
+        keys=_user_keys(schema)
+    )
+    row = conn.execute(orphan_query).fetchone()
+    if row and row[0]:
+        batches.append(BatchRange(len(batches) + 1, None, None, 0))
+    return batches
+
+
+def _select_list(schema: Mapping[str, object], alias: str) -> sql.Composed:
+    """Columns cast to what COPY CSV renders and Polars reads back exactly."""
+    parts = []
+    for name, dtype in schema.items():
+        col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+        if dtype == pl.Boolean:
+            expr = sql.SQL("{}::int").format(col)
+        elif dtype == frames.TS:
+            expr = sql.SQL("(extract(epoch from {}) * 1000000)::bigint").format(col)
+        elif dtype == pl.Float64:
+            expr = sql.SQL("{}::float8").format(col)
+        elif dtype == pl.Int32:
+            expr = sql.SQL("{}::int").format(col)
+        else:
+            expr = sql.SQL("{}::text").format(col)
+        parts.append(sql.SQL("{} as {}").format(expr, sql.Identifier(name)))
+    return sql.SQL(", ").join(parts)
+
+
+def _read_csv(data: bytes, schema: Mapping[str, object]) -> pl.DataFrame:
+    raw_types = {
+        name: (
+            pl.Int64
+            if dtype in (pl.Boolean, frames.TS, pl.Int32)
+            else pl.Float64
+            if dtype == pl.Float64
+            else pl.String
+        )
+        for name, dtype in schema.items()
+    }
+    if not data:
+        return frames.empty(schema)  # type: ignore[arg-type]
+    raw = pl.read_csv(
+        io.BytesIO(data),
+        has_header=False,
+        schema=raw_types,
+        null_values=["\\N"],
+        empty_string_is_null=False,
+    )
+    casts = []
+    for name, dtype in schema.items():
+        if dtype == pl.Boolean:
+            casts.append(pl.col(name).cast(pl.Boolean))
+        elif dtype == frames.TS:
+            casts.append(pl.from_epoch(pl.col(name), "us").dt.replace_time_zone("UTC"))
+        else:
+            casts.append(pl.col(name).cast(dtype))  # type: ignore[arg-type]
+    return raw.select(casts)
+
+
+def copy_frame(
+    conn: psycopg.Connection, query: sql.Composable, schema: frames.Schema
+) -> pl.DataFrame:
+    """Run ``COPY (query) TO STDOUT`` as CSV and read the whole stream into a typed frame."""
+    copy = sql.SQL("copy ({}) to stdout (format csv, null '\\N')").format(query)
+    buffer = bytearray()
+    with conn.cursor().copy(copy) as stream:
+        for chunk in stream:
+            buffer += chunk
+    return _read_csv(bytes(buffer), schema)
+
+
+@dataclass(frozen=True)
+class LegacyBatch:
+    """The legacy frames of one batch (schemas.frames.LEGACY_FRAMES)."""
+
+    auth_users: pl.DataFrame
+    user_sessions: pl.DataFrame
+    tagged_models: pl.DataFrame
+    user_profiles: pl.DataFrame
+
+    def rows(self) -> int:
+        """Source rows in the batch (legacy tables only)."""
+        return self.user_sessions.height + self.tagged_models.height + self.user_profiles.height
+
+
+def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> LegacyBatch:
+    """All legacy rows of the batch's users, and their auth users, in bulk."""
+    in_batch: sql.Composable
+    if batch.orphans:
+        in_batch = sql.SQL("k.user_key is null")
+    else:
+        in_batch = sql.SQL("k.user_key between {}::uuid and {}::uuid").format(
+            sql.Literal(batch.user_from), sql.Literal(batch.user_to)
+        )
+    s = sql.Identifier(schema)
+    out: dict[str, pl.DataFrame] = {}
+    for table in LEGACY_TABLE_NAMES:
+        contract = frames.LEGACY_FRAMES[table]
+        query = sql.SQL(
+            "select {cols} from {s}.{t} x join ({keys}) k"
+            " on k.source_table = {name} and k.id = x.id where {cond} order by x.id"
+        ).format(
+            cols=_select_list(contract, "x"),
+            s=s,
+            t=sql.Identifier(table),
+            keys=_user_keys(schema),
+            name=sql.Literal(table),
+            cond=in_batch,
+        )
+        out[table] = copy_frame(conn, query, contract)
+    if batch.orphans:
+        out["auth_users"] = frames.empty(frames.AUTH_USERS)
+    else:
+        users_query = sql.SQL(
+            "select {cols} from auth.users x where x.id in"
+            " (select k.user_key from ({keys}) k where {cond}) order by x.id"
+        ).format(cols=_select_list(frames.AUTH_USERS, "x"), keys=_user_keys(schema), cond=in_batch)
+        out["auth_users"] = copy_frame(conn, users_query, frames.AUTH_USERS)
+    return LegacyBatch(**out)

@@ -1,0 +1,220 @@
+"""Load: one batch's target and ledger frames into the target, in the caller's transaction.
+
+Per batch: COPY each frame into a temporary staging table, delete the target rows of the
+batch's users that the new result no longer holds, ``INSERT ... ON CONFLICT (id) DO UPDATE``
+only the rows that changed, and replace the batch's ledger rows. Reloading a batch therefore
+converges to the same target, whatever an earlier attempt left.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from schemas import frames
+
+# Parents first for upserts; deletes go the other way.
+TARGET_ORDER = ("user_profiles", "circuit_configurations", "user_sessions", "tagged_models")
+JSONB_COLUMNS = {
+    "circuit_parameters",
+    "computation_results",
+    "ui_settings",
+    "environment_variables",
+    "visualization_settings",
+    "performance_settings",
+    "evidence",
+    "payload",
+}
+UUID_COLUMNS = {
+    "id",
+    "user_id",
+    "session_id",
+    "circuit_config_id",
+    "current_circuit_config_id",
+    "tagged_model_id",
+    "target_id",
+}
+
+
+@dataclass(frozen=True)
+class BatchUsers:
+    """Which target users a batch owns: a user-id range, or none (the orphan batch)."""
+
+    user_from: str | None
+    user_to: str | None
+
+
+@dataclass(frozen=True)
+class LoadCounts:
+    """Rows written per target table: inserted or changed, and deleted."""
+
+    upserted: Mapping[str, int] = field(default_factory=dict)
+    deleted: Mapping[str, int] = field(default_factory=dict)
+
+
+def _csv(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False, null_value="\\N", datetime_format=None)
+    return buffer.getvalue()
+
+
+def _stage(conn: psycopg.Connection, name: str, frame: pl.DataFrame, schema: frames.Schema) -> None:
+    """Create temp table ``name`` with the frame's columns as text and COPY the frame into it."""
+    cols = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in schema)
+    conn.execute(
+        sql.SQL("create temp table {} ({}) on commit drop").format(sql.Identifier(name), cols)
+    )
+    copy = sql.SQL("copy {} from stdin (format csv, null '\\N')").format(sql.Identifier(name))
+    data = _csv(frames.conform(frame, schema))
+    with conn.cursor().copy(copy) as stream:
+        step = 8 << 20
+        for start in range(0, len(data), step):
+            stream.write(data[start : start + step])
+
+
+def _typed(column: str, target_type: str) -> sql.Composed:
+    return sql.SQL("{}::{}").format(sql.Identifier(column), sql.SQL(target_type))
+
+
+def _column_types(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+    rows = conn.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
+        " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped",
+        [f'"{schema}"."{table}"'],
+    ).fetchall()
+    return {name: kind for name, kind in rows}
+
+
+def _owned(users: BatchUsers, alias: str) -> sql.Composable:
+    if users.user_from is None:
+        return sql.SQL("false")
+    return sql.SQL("{}.user_id between {}::uuid and {}::uuid").format(
+        sql.Identifier(alias), sql.Literal(users.user_from), sql.Literal(users.user_to)
+    )
+
+
+def write_target(
+    conn: psycopg.Connection,
+    target_schema: str,
+    users: BatchUsers,
+    tables: Mapping[str, pl.DataFrame],
+) -> LoadCounts:
+    """Converge the target rows of the batch's users to ``tables`` (TARGET_FRAMES frames)."""
+    types: dict[str, dict[str, str]] = {}
+    for table in TARGET_ORDER:
+        _stage(conn, f"stage_{table}", tables[table], frames.TARGET_FRAMES[table])
+        types[table] = _column_types(conn, target_schema, table)
+    deleted: dict[str, int] = {}
+    for table in reversed(TARGET_ORDER):
+        cur = conn.execute(
+            sql.SQL(
+                "delete from {s}.{t} t where {owned}"
+                " and not exists (select 1 from {stage} x where x.id::uuid = t.id)"
+            ).format(
+                s=sql.Identifier(target_schema),
+                t=sql.Identifier(table),
+                owned=_owned(users, "t"),
+                stage=sql.Identifier(f"stage_{table}"),
+            )
+        )
+        deleted[table] = cur.rowcount
+    upserted: dict[str, int] = {}
+    for table in TARGET_ORDER:
+        columns = list(frames.TARGET_FRAMES[table])
+        names = sql.SQL(", ").join(map(sql.Identifier, columns))
+        values = sql.SQL(", ").join(_typed(c, types[table][c]) for c in columns)
+        updates = [c for c in columns if c != "id"]
+        query = sql.SQL(
+            "insert into {s}.{t} as t ({names}) select {values} from {stage}"
+            " on conflict (id) do update set {sets}"
+            " where ({old}) is distinct from ({new})"
+        ).format(
+            s=sql.Identifier(target_schema),
+            t=sql.Identifier(table),
+            names=names,
+            values=values,
+            stage=sql.Identifier(f"stage_{table}"),
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updates
+            ),
+            old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in updates),
+            new=sql.SQL(", ").join(
+                sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in updates
+            ),
+        )
+        upserted[table] = conn.execute(query).rowcount
+    return LoadCounts(upserted=upserted, deleted=deleted)
+
+
+LEDGER_FRAME_TABLES = {"id_map": "id_map", "quarantine": "quarantine", "repairs": "repairs"}
+
+
+def write_ledger(
+    conn: psycopg.Connection,
+    run_id: str,
+    batch_no: int,
+    ledger: Mapping[str, pl.DataFrame],
+    *,
+    links: bool,
+) -> None:
+    """Replace the batch's id_map, quarantine and repairs rows; upsert its links if asked."""
+    for name, table in LEDGER_FRAME_TABLES.items():
+        conn.execute(
+            sql.SQL("delete from migration.{} where run_id = %s and batch_no = %s").format(
+                sql.Identifier(table)
+            ),
+            [run_id, batch_no],
+        )
+        schema = frames.LEDGER_FRAMES[name]
+        stage = f"stage_ledger_{name}"
+        _stage(conn, stage, ledger[name], schema)
+        columns = list(schema)
+        conn.execute(
+            sql.SQL(
+                "insert into migration.{t} (run_id, batch_no, {names})"
+                " select %s, %s, {values} from {stage}"
+            ).format(
+                t=sql.Identifier(table),
+                names=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                values=sql.SQL(", ").join(_ledger_cast(c) for c in columns),
+                stage=sql.Identifier(stage),
+            ),
+            [run_id, batch_no],
+        )
+    if links:
+        schema = frames.LINKS
+        _stage(conn, "stage_ledger_links", ledger["links"], schema)
+        columns = list(schema)
+        conn.execute(
+            sql.SQL(
+                "insert into migration.links ({names}, run_id)"
+                " select {values}, %s from stage_ledger_links"
+                " on conflict (tagged_model_id) do update set {sets}, run_id = excluded.run_id"
+            ).format(
+                names=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                values=sql.SQL(", ").join(_ledger_cast(c) for c in columns),
+                sets=sql.SQL(", ").join(
+                    sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
+                    for c in columns
+                    if c != "tagged_model_id"
+                ),
+            ),
+            [run_id],
+        )
+
+
+def _ledger_cast(column: str) -> sql.Composed:
+    if column in JSONB_COLUMNS:
+        return _typed(column, "jsonb")
+    if column in UUID_COLUMNS:
+        return _typed(column, "uuid")
+    if column == "confidence":
+        return _typed(column, "real")
+    if column == "needs_review":
+        return _typed(column, "boolean")
+    return sql.SQL("{}").format(sql.Identifier(column))
