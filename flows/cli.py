@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import functools
 import sys
+import uuid
 from collections.abc import Callable
-from typing import Annotated, ParamSpec, TypeVar
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from flows import db, schema_ops
+from flows import db, ledger, schema_ops
 from flows.settings import load_settings
 from schemas import ddl
 from schemas.errors import MigrationError
+
+if TYPE_CHECKING:
+    from flows.migrate import RunOptions
 
 app = typer.Typer(
     name="circuit-migrate",
@@ -108,7 +115,7 @@ def seed(
     ] = False,
 ) -> None:
     """Generate messy synthetic legacy data and load it (with its ground truth) by COPY."""
-    from flows.seed import seed_database  # imported here: keeps the other commands light
+    from flows.seed import seed_database
 
     settings = load_settings(target_database_url=target_url, source_schema=source_schema)
     url = settings.target_url()
@@ -126,6 +133,143 @@ def seed(
         f"{summary.user_sessions} user_sessions, {summary.tagged_models} tagged_models "
         f"in {summary.seconds:.1f} s (schema {settings.source_schema}; truth in {truth_schema})"
     )
+
+
+SourceUrl = Annotated[
+    str | None,
+    typer.Option("--source-url", help="Legacy database URL [env: SOURCE_DATABASE_URL]."),
+]
+
+
+@app.command("run")
+@clean_errors
+def run(
+    source_url: SourceUrl = None,
+    target_url: TargetUrl = None,
+    source_schema: SourceSchema = None,
+    target_schema: TargetSchema = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per batch.")] = 500,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batches loaded at once.")] = 4,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Everything but the writes to target tables.")
+    ] = False,
+    link_overrides: Annotated[
+        Path | None,
+        typer.Option(help="CSV tagged_model_id,circuit_config_id (an edited review.csv)."),
+    ] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the run's report folder goes.")] = Path(
+        "migration-reports"
+    ),
+) -> None:
+    """Migrate every legacy user to the target; exit 0 only when no batch failed."""
+    from flows.migrate import RunOptions  # Prefect loads only for the commands that run flows
+
+    settings = load_settings(
+        source_database_url=source_url,
+        target_database_url=target_url,
+        source_schema=source_schema,
+        target_schema=target_schema,
+    )
+    options = RunOptions(
+        source_schema=settings.source_schema,
+        target_schema=settings.target_schema,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        dry_run=dry_run,
+        link_overrides=str(link_overrides) if link_overrides else None,
+    )
+    _execute(settings.source_url(), settings.target_url(), options, report_dir)
+
+
+@app.command("retry")
+@clean_errors
+def retry(
+    run_id: Annotated[str, typer.Argument(help="The run whose unfinished batches to re-run.")],
+    source_url: SourceUrl = None,
+    target_url: TargetUrl = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Batches at once.")] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the run's report folder goes.")] = Path(
+        "migration-reports"
+    ),
+) -> None:
+    """Re-run the run's failed batches, and those a killed process left pending or running."""
+    from flows.migrate import RunOptions
+
+    settings = load_settings(source_database_url=source_url, target_database_url=target_url)
+    target = settings.target_url()
+    with db.connect(target, autocommit=True) as conn:
+        ledger.require_ledger(conn, settings.target_schema)
+        record = ledger.get_run(conn, run_id)
+        todo = ledger.unfinished_batches(conn, record.run_id)
+    if not todo:
+        out.print(f"run {record.run_id}: no failed or unfinished batch, nothing to retry")
+        return
+    known = {k: v for k, v in record.options.items() if k in RunOptions.__dataclass_fields__}
+    options = RunOptions(**known)
+    if concurrency:
+        options = replace(options, concurrency=concurrency)
+    _execute(settings.source_url(), target, options, report_dir, run_id=record.run_id)
+
+
+def _execute(
+    source: str, target: str, options: RunOptions, report_dir: Path, run_id: str | None = None
+) -> None:
+    from flows.migrate import run_migration
+    from flows.progress import progress_over_batches
+    from flows.report_files import write_run_report
+
+    retrying = run_id is not None
+    run_id = run_id or str(uuid.uuid4())
+    with progress_over_batches(target, run_id, err):
+        summary = run_migration(source, target, options, run_id=run_id, retry=retrying)
+    folder = write_run_report(target, summary.run_id, report_dir)
+    style = "green" if summary.status == "succeeded" else "red"
+    out.print(
+        f"run {summary.run_id} [{style}]{summary.status}[/{style}]: "
+        f"{len(summary.batches) - summary.failed} of {len(summary.batches)} batches succeeded"
+        + (" (dry run: target tables untouched)" if options.dry_run else "")
+    )
+    out.print(f"report: {folder / 'report.json'}")
+    if summary.failed:
+        for batch in summary.batches:
+            if batch.status != "succeeded":
+                err.print(f"  batch {batch.batch_no} failed: {batch.error}", soft_wrap=True)
+        err.print(f"re-run the failed batches with: circuit-migrate retry {summary.run_id}")
+        raise typer.Exit(1)
+
+
+@app.command("status")
+@clean_errors
+def status(
+    run_id: Annotated[
+        str | None, typer.Argument(help="A run; without it, the latest runs.")
+    ] = None,
+    target_url: TargetUrl = None,
+) -> None:
+    """Runs, or one run's batches, as a table."""
+    settings = load_settings(target_database_url=target_url)
+    with db.connect(settings.target_url(), autocommit=True) as conn:
+        ledger.require_ledger(conn, settings.target_schema)
+        if run_id is None:
+            table = Table("run_id", "status", "dry run", "started", "finished", "batches")
+            for row in ledger.recent_runs(conn):
+                table.add_row(*[str(v) if v is not None else "" for v in row])
+        else:
+            record = ledger.get_run(conn, run_id)
+            table = Table(
+                "batch",
+                "status",
+                "attempts",
+                "users",
+                "started",
+                "finished",
+                "error",
+                title=f"run {record.run_id}: {record.status}"
+                + (" (dry run)" if record.dry_run else ""),
+            )
+            for row in ledger.batch_rows(conn, record.run_id):
+                table.add_row(*[str(v) if v is not None else "" for v in row])
+    out.print(table)
 
 
 def main() -> None:

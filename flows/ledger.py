@@ -1,0 +1,168 @@
+"""The run and batch bookkeeping in the target's ``migration`` schema (DESIGN.md section 8)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from flows.extract import BatchRange
+from schemas.errors import MigrationError, TargetSchemaMissing
+
+RETRYABLE = ("pending", "running", "failed")
+
+
+def require_ledger(conn: psycopg.Connection, target_schema: str) -> None:
+    """Raise TargetSchemaMissing unless the target tables and the ledger exist."""
+    needed = [f"migration.{t}" for t in ("runs", "batches", "id_map", "quarantine", "links")]
+    needed += [
+        f"{target_schema}.{t}"
+        for t in ("user_profiles", "circuit_configurations", "user_sessions", "tagged_models")
+    ]
+    missing = [
+        name
+        for name in needed
+        if not conn.execute("select to_regclass(%s) is not null", [name]).fetchone()[0]  # type: ignore[index]
+    ]
+    if missing:
+        raise TargetSchemaMissing(
+            f"target lacks {', '.join(missing)}: run `circuit-migrate schema apply` first",
+            missing=missing,
+        )
+
+
+def create_run(
+    conn: psycopg.Connection, run_id: str, *, dry_run: bool, options: Mapping[str, Any]
+) -> None:
+    """Record a new run as running."""
+    conn.execute(
+        "insert into migration.runs (run_id, status, dry_run, options)"
+        " values (%s, 'running', %s, %s)",
+        [run_id, dry_run, Jsonb(dict(options))],
+    )
+
+
+def add_batches(conn: psycopg.Connection, run_id: str, batches: Iterable[BatchRange]) -> None:
+    """Record the planned batches as pending."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into migration.batches (run_id, batch_no, status, user_id_from, user_id_to,"
+            " counts) values (%s, %s, 'pending', %s, %s, %s)",
+            [
+                (run_id, b.batch_no, b.user_from, b.user_to, Jsonb({"users": b.users}))
+                for b in batches
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the ledger holds it."""
+
+    run_id: str
+    status: str
+    dry_run: bool
+    options: Mapping[str, Any]
+
+
+def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord:
+    """The run ``run_id``, or a clear error when the ledger has no such run."""
+    try:
+        row = conn.execute(
+            "select run_id::text, status, dry_run, options from migration.runs"
+            " where run_id = %s::uuid",
+            [run_id],
+        ).fetchone()
+    except psycopg.errors.InvalidTextRepresentation:
+        raise MigrationError(f"not a run id: {run_id!r}") from None
+    if row is None:
+        raise MigrationError(f"no run {run_id} in the ledger", run_id=run_id)
+    return RunRecord(row[0], row[1], row[2], row[3] or {})
+
+
+def unfinished_batches(conn: psycopg.Connection, run_id: str) -> list[BatchRange]:
+    """The run's batches that failed, or that a killed process left pending or running."""
+    rows = conn.execute(
+        "select batch_no, user_id_from::text, user_id_to::text,"
+        " coalesce((counts->>'users')::int, 0)"
+        " from migration.batches where run_id = %s and status = any(%s) order by batch_no",
+        [run_id, list(RETRYABLE)],
+    ).fetchall()
+    return [BatchRange(no, lo, hi, users) for no, lo, hi, users in rows]
+
+
+def start_batch(conn: psycopg.Connection, run_id: str, batch_no: int) -> int:
+    """Mark a batch running and count the attempt; returns the attempt number."""
+    row = conn.execute(
+        "update migration.batches set status = 'running', attempts = attempts + 1,"
+        " started_at = now(), finished_at = null, error = null"
+        " where run_id = %s and batch_no = %s returning attempts",
+        [run_id, batch_no],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def finish_batch(
+    conn: psycopg.Connection, run_id: str, batch_no: int, counts: Mapping[str, Any]
+) -> None:
+    """Mark a batch succeeded with its counts (call inside the batch's load transaction)."""
+    conn.execute(
+        "update migration.batches set status = 'succeeded', error = null, finished_at = now(),"
+        " counts = coalesce(counts, '{}'::jsonb) || %s where run_id = %s and batch_no = %s",
+        [Jsonb(json.loads(json.dumps(dict(counts)))), run_id, batch_no],
+    )
+
+
+def fail_batch(conn: psycopg.Connection, run_id: str, batch_no: int, error: str) -> None:
+    """Mark a batch failed with its error."""
+    conn.execute(
+        "update migration.batches set status = 'failed', error = %s, finished_at = now()"
+        " where run_id = %s and batch_no = %s",
+        [error, run_id, batch_no],
+    )
+
+
+def finish_run(conn: psycopg.Connection, run_id: str) -> str:
+    """Close the run: 'succeeded' when every batch did, else 'failed'; returns the status."""
+    row = conn.execute(
+        "update migration.runs set finished_at = now(), status = case when exists"
+        " (select 1 from migration.batches where run_id = %s and status <> 'succeeded')"
+        " then 'failed' else 'succeeded' end where run_id = %s returning status",
+        [run_id, run_id],
+    ).fetchone()
+    return str(row[0]) if row else "failed"
+
+
+def batch_statuses(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
+    """How many of the run's batches are in each status."""
+    rows = conn.execute(
+        "select status, count(*) from migration.batches where run_id = %s group by status",
+        [run_id],
+    ).fetchall()
+    return {status: int(n) for status, n in rows}
+
+
+def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[tuple[Any, ...]]:
+    """The latest runs: id, status, dry run, started, finished, batches succeeded/total."""
+    return conn.execute(
+        "select r.run_id::text, r.status, r.dry_run, date_trunc('second', r.started_at),"
+        " date_trunc('second', r.finished_at),"
+        " (select count(*) filter (where status = 'succeeded') || '/' || count(*)"
+        "    from migration.batches b where b.run_id = r.run_id)"
+        " from migration.runs r order by r.started_at desc limit %s",
+        [limit],
+    ).fetchall()
+
+
+def batch_rows(conn: psycopg.Connection, run_id: str) -> list[tuple[Any, ...]]:
+    """A run's batches: number, status, attempts, users, started, finished, error."""
+    return conn.execute(
+        "select batch_no, status, attempts, coalesce((counts->>'users')::int, 0),"
+        " date_trunc('second', started_at), date_trunc('second', finished_at), error"
+        " from migration.batches where run_id = %s order by batch_no",
+        [run_id],
+    ).fetchall()

@@ -1,0 +1,320 @@
+"""The Prefect flow ``migrate``: plan batches of users, then extract, transform, validate and load
+each batch as one task, recording everything in the target's ledger.
+
+Between tasks only ids, ranges and secrets travel (never frames or engines); tasks do not cache
+(``NO_CACHE``): a batch must run every time it is asked to, and the loader makes re-running it
+harmless. Transient database errors are retried by Prefect with backoff; any other error fails
+only its batch, which stays recorded as failed for ``circuit-migrate retry``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import SecretStr
+
+from flows import db, extract, ledger
+from flows.load import BatchUsers, write_ledger, write_target
+from schemas.errors import ConfigurationError, MigrationError, Transient, TransientLoadError
+from transforms.accounting import accounting
+from transforms.pipeline import TransformResult, transform
+
+TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "57P01",  # admin_shutdown (pg_terminate_backend)
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run does, as plain values (recorded in ``migration.runs.options``)."""
+
+    source_schema: str = "public"
+    target_schema: str = "public"
+    batch_size: int = 500
+    concurrency: int = 4
+    dry_run: bool = False
+    link_overrides: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """How one batch ended."""
+
+    batch_no: int
+    status: str
+    error: str | None = None
+    counts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a run ended: its id, status, and batch outcomes."""
+
+    run_id: str
+    status: str
+    batches: tuple[BatchOutcome, ...]
+
+    @property
+    def failed(self) -> int:
+        """Number of failed batches."""
+        return sum(1 for b in self.batches if b.status != "succeeded")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the batch may help (connection lost, serialization, deadlock)."""
+    if isinstance(exc, Transient):
+        return True
+    if isinstance(exc, psycopg.Error):
+        state = getattr(exc, "sqlstate", None)
+        if state in TRANSIENT_SQLSTATES:
+            return True
+        return isinstance(exc, psycopg.OperationalError) and state is None
+    return False
+
+
+def read_overrides(path: str | None) -> pl.DataFrame | None:
+    """The reviewer's override CSV: ``tagged_model_id,circuit_config_id`` (others ignored)."""
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"link overrides file not found: {path}")
+    try:
+        frame = pl.read_csv(file, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ConfigurationError(f"cannot read link overrides {path}: {exc}") from None
+    missing = {"tagged_model_id", "circuit_config_id"} - set(frame.columns)
+    if missing:
+        raise ConfigurationError(f"link overrides {path} lack columns {sorted(missing)}")
+    return (
+        frame.select("tagged_model_id", "circuit_config_id")
+        .with_columns(pl.all().str.strip_chars().str.to_lowercase())
+        .filter(pl.col("tagged_model_id").is_not_null() & pl.col("circuit_config_id").is_not_null())
+        .filter(pl.col("circuit_config_id") != "")
+    )
+
+
+def _transient_error(exc: BaseException) -> str:
+    return db.redact(
+        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    )
+
+
+def _links_summary(result: TransformResult) -> dict[str, Any]:
+    by_method = result.links.group_by("method").len().sort("method").rows()
+    return {
+        "by_method": {method: int(n) for method, n in by_method},
+        "needs_review": int(result.links["needs_review"].sum()),
+    }
+
+
+def run_batch(
+    run_id: str,
+    batch: extract.BatchRange,
+    snapshot: str | None,
+    source_url: str,
+    target_url: str,
+    options: RunOptions,
+) -> dict[str, Any]:
+    """Extract, transform, validate and load one batch; the load and its ledger rows commit
+    together. Returns the batch's counts. Raises on any failure (the task decides what then)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with db.connect(source_url, autocommit=True) as src:
+        extract.use_snapshot(src, snapshot)
+        data = extract.extract_batch(src, options.source_schema, batch)
+        src.execute("rollback")
+    timings["extract"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    result = transform(
+        data.auth_users,
+        data.user_sessions,
+        data.tagged_models,
+        data.user_profiles,
+        overrides=read_overrides(options.link_overrides),
+    )
+    timings["transform"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    books = accounting(data.user_sessions, data.tagged_models, data.user_profiles, result)
+    books.raise_for_mismatch()
+    timings["validate"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with db.connect(target_url) as dst, dst.transaction():
+        loaded = None
+        if not options.dry_run:
+            loaded = write_target(
+                dst,
+                options.target_schema,
+                BatchUsers(batch.user_from, batch.user_to),
+                {
+                    "user_profiles": result.user_profiles,
+                    "circuit_configurations": result.circuit_configurations,
+                    "user_sessions": result.user_sessions,
+                    "tagged_models": result.tagged_models,
+                },
+            )
+        write_ledger(
+            dst,
+            run_id,
+            batch.batch_no,
+            {
+                "id_map": result.id_map,
+                "quarantine": result.quarantine,
+                "repairs": result.repairs,
+                "links": result.links,
+            },
+            links=not options.dry_run,
+        )
+        timings["load"] = time.perf_counter() - started
+        counts: dict[str, Any] = {
+            "users": batch.users,
+            "rows": data.rows(),
+            "tables": books.as_dict(),
+            "targets": {
+                "circuit_configurations": result.circuit_configurations.height,
+                "user_profiles": result.user_profiles.height,
+                "user_sessions": result.user_sessions.height,
+                "tagged_models": result.tagged_models.height,
+            },
+            "written": asdict(loaded) if loaded else None,
+            "links": _links_summary(result),
+            "repairs": result.repairs.height,
+            "timings": {k: round(v, 4) for k, v in timings.items()},
+        }
+        ledger.finish_batch(dst, run_id, batch.batch_no, counts)
+    return counts
+
+
+def _retry_transient(_task: object, _run: object, state: Any) -> bool:
+    try:
+        state.result()
+    except Exception as exc:  # the state's exception, re-raised by Prefect
+        return is_transient(exc)
+    return False
+
+
+@task(
+    name="migrate-batch",
+    task_run_name="batch-{batch.batch_no}",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[1, 4, 10],
+    retry_condition_fn=_retry_transient,
+)
+def migrate_batch(
+    run_id: str,
+    batch: extract.BatchRange,
+    snapshot: str | None,
+    source_url: SecretStr,
+    target_url: SecretStr,
+    options: RunOptions,
+) -> BatchOutcome:
+    """One batch as a Prefect task: transient errors raise (Prefect retries), others fail it."""
+    target = target_url.get_secret_value()
+    with db.connect(target, autocommit=True) as conn:
+        ledger.start_batch(conn, run_id, batch.batch_no)
+    try:
+        counts = run_batch(run_id, batch, snapshot, source_url.get_secret_value(), target, options)
+    except Exception as exc:
+        message = _transient_error(exc)
+        with db.connect(target, autocommit=True) as conn:
+            ledger.fail_batch(conn, run_id, batch.batch_no, message)
+        if is_transient(exc):
+            raise TransientLoadError(message) from exc
+        return BatchOutcome(batch.batch_no, "failed", message)
+    return BatchOutcome(batch.batch_no, "succeeded", None, counts)
+
+
+@flow(name="migrate", persist_result=False, log_prints=False)
+def migrate(
+    source_url: SecretStr,
+    target_url: SecretStr,
+    options: RunOptions,
+    run_id: str | None = None,
+    retry: bool = False,
+) -> RunSummary:
+    """Migrate every user (or, with ``retry``, the unfinished batches of ``run_id``)."""
+    source, target = source_url.get_secret_value(), target_url.get_secret_value()
+    with db.connect(target, autocommit=True) as conn:
+        ledger.require_ledger(conn, options.target_schema)
+        if retry:
+            assert run_id is not None
+            ledger.get_run(conn, run_id)
+            batches = ledger.unfinished_batches(conn, run_id)
+            conn.execute(
+                "update migration.runs set status = 'running', finished_at = null"
+                " where run_id = %s",
+                [run_id],
+            )
+    with db.connect(source, autocommit=True) as coordinator:
+        extract.check_source(coordinator, options.source_schema)
+        # Held open until every batch has read: the batches import this snapshot.
+        snapshot = extract.begin_snapshot(coordinator)
+        if not retry:
+            run_id = run_id or str(uuid.uuid4())
+            batches = extract.plan_batches(coordinator, options.source_schema, options.batch_size)
+            with db.connect(target) as conn, conn.transaction():
+                ledger.create_run(conn, run_id, dry_run=options.dry_run, options=asdict(options))
+                ledger.add_batches(conn, run_id, batches)
+        assert run_id is not None
+        futures = [
+            migrate_batch.submit(run_id, batch, snapshot, source_url, target_url, options)
+            for batch in batches
+        ]
+        outcomes = []
+        for batch, future in zip(batches, futures, strict=True):
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # transient errors that outlived their retries
+                outcomes.append(BatchOutcome(batch.batch_no, "failed", _transient_error(exc)))
+        coordinator.execute("rollback")
+    with db.connect(target, autocommit=True) as conn:
+        status = ledger.finish_run(conn, run_id)
+    return RunSummary(run_id, status, tuple(outcomes))
+
+
+def run_migration(
+    source_url: str,
+    target_url: str,
+    options: RunOptions,
+    *,
+    run_id: str | None = None,
+    retry: bool = False,
+) -> RunSummary:
+    """Run the flow on a thread pool of ``options.concurrency`` workers."""
+    if options.batch_size < 1 or options.concurrency < 1:
+        raise ConfigurationError("--batch-size and --concurrency must be at least 1")
+    db.libpq_url(source_url)
+    db.libpq_url(target_url)
+    read_overrides(options.link_overrides)  # fail fast on a bad file
+    runner: Any = ThreadPoolTaskRunner(max_workers=options.concurrency)
+    try:
+        return migrate.with_options(task_runner=runner)(
+            SecretStr(source_url), SecretStr(target_url), options, run_id=run_id, retry=retry
+        )
+    except MigrationError:
+        raise
+    except psycopg.Error as exc:
+        raise MigrationError(_transient_error(exc)) from None
