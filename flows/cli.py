@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -270,6 +271,47 @@ def status(
             for row in ledger.batch_rows(conn, record.run_id):
                 table.add_row(*[str(v) if v is not None else "" for v in row])
     out.print(table)
+
+
+@app.command("demo")
+@clean_errors
+def demo(
+    target_url: Annotated[
+        str | None,
+        typer.Option(
+            "--target-url",
+            help="Use this server instead of an embedded one (database "
+            "circuit_migrate_demo on it is dropped and recreated).",
+        ),
+    ] = None,
+    users: Annotated[int, typer.Option(min=1, help="Synthetic users to seed.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed of the synthetic data.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per batch.")] = 500,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batches loaded at once.")] = 2,
+    report_dir: Annotated[Path, typer.Option(help="Where the run's report folder goes.")] = Path(
+        "migration-reports"
+    ),
+) -> None:
+    """Seed messy legacy data on a throwaway PostgreSQL and migrate it, end to end."""
+    from contextlib import nullcontext
+
+    from flows.demo import elapsed, embedded_server, fresh_database, prepare
+    from flows.migrate import RunOptions
+
+    start = time.perf_counter()
+    server = nullcontext(target_url) if target_url else embedded_server(Path(".demo") / "postgres")
+    with server as server_url:
+        url = fresh_database(server_url)
+        out.print(f"database: {db.redact(url)}")
+        seeded = prepare(url, users=users, seed=seed)
+        out.print(
+            f"seeded {seeded.users} users: {seeded.user_profiles} legacy user_profiles, "
+            f"{seeded.user_sessions} user_sessions, {seeded.tagged_models} tagged_models "
+            f"(schema legacy) in {elapsed(start)}"
+        )
+        options = RunOptions(source_schema="legacy", batch_size=batch_size, concurrency=concurrency)
+        _execute(url, url, options, report_dir)
+    out.print(f"demo finished in {elapsed(start)}")
 
 
 def main() -> None:

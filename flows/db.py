@@ -33,6 +33,12 @@ def libpq_url(url: str) -> str:
     return urlunsplit(("postgresql", *parts[1:]))
 
 
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` on the same server, user and options."""
+    parts = urlsplit(libpq_url(url))
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
 def sqlalchemy_url(url: str) -> str:
     """The URL for SQLAlchemy with the psycopg 3 driver."""
     return "postgresql+psycopg" + libpq_url(url)[len("postgresql") :]

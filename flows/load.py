@@ -98,17 +98,19 @@ def _owned(users: BatchUsers, alias: str) -> sql.Composable:
     )
 
 
-def write_target(
-    conn: psycopg.Connection,
-    target_schema: str,
-    users: BatchUsers,
-    tables: Mapping[str, pl.DataFrame],
-) -> LoadCounts:
-    """Converge the target rows of the batch's users to ``tables`` (TARGET_FRAMES frames)."""
+def _stage_target(
+    conn: psycopg.Connection, target_schema: str, tables: Mapping[str, pl.DataFrame]
+) -> dict[str, dict[str, str]]:
     types: dict[str, dict[str, str]] = {}
     for table in TARGET_ORDER:
         _stage(conn, f"stage_{table}", tables[table], frames.TARGET_FRAMES[table])
         types[table] = _column_types(conn, target_schema, table)
+    return types
+
+
+def _delete_missing(
+    conn: psycopg.Connection, target_schema: str, users: BatchUsers
+) -> dict[str, int]:
     deleted: dict[str, int] = {}
     for table in reversed(TARGET_ORDER):
         cur = conn.execute(
@@ -123,22 +125,31 @@ def write_target(
             )
         )
         deleted[table] = cur.rowcount
+    return deleted
+
+
+def _upsert(
+    conn: psycopg.Connection,
+    target_schema: str,
+    types: Mapping[str, Mapping[str, str]],
+    only_users: list[str] | None,
+) -> dict[str, int]:
+    """Upsert the staged rows (of ``only_users`` if given); counts rows inserted or changed."""
     upserted: dict[str, int] = {}
     for table in TARGET_ORDER:
         columns = list(frames.TARGET_FRAMES[table])
-        names = sql.SQL(", ").join(map(sql.Identifier, columns))
-        values = sql.SQL(", ").join(_typed(c, types[table][c]) for c in columns)
         updates = [c for c in columns if c != "id"]
         query = sql.SQL(
-            "insert into {s}.{t} as t ({names}) select {values} from {stage}"
+            "insert into {s}.{t} as t ({names}) select {values} from {stage} x where {only}"
             " on conflict (id) do update set {sets}"
             " where ({old}) is distinct from ({new})"
         ).format(
             s=sql.Identifier(target_schema),
             t=sql.Identifier(table),
-            names=names,
-            values=values,
+            names=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            values=sql.SQL(", ").join(_typed(c, types[table][c]) for c in columns),
             stage=sql.Identifier(f"stage_{table}"),
+            only=sql.SQL("true" if only_users is None else "x.user_id = any(%(users)s)"),
             sets=sql.SQL(", ").join(
                 sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updates
             ),
@@ -147,8 +158,79 @@ def write_target(
                 sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in updates
             ),
         )
-        upserted[table] = conn.execute(query).rowcount
-    return LoadCounts(upserted=upserted, deleted=deleted)
+        params = {"users": only_users} if only_users is not None else None
+        upserted[table] = conn.execute(query, params).rowcount
+    return upserted
+
+
+def write_target(
+    conn: psycopg.Connection,
+    target_schema: str,
+    users: BatchUsers,
+    tables: Mapping[str, pl.DataFrame],
+) -> LoadCounts:
+    """Converge the target rows of the batch's users to ``tables`` (TARGET_FRAMES frames).
+
+    Raises the database's error when it rejects any row."""
+    types = _stage_target(conn, target_schema, tables)
+    deleted = _delete_missing(conn, target_schema, users)
+    return LoadCounts(upserted=_upsert(conn, target_schema, types, None), deleted=deleted)
+
+
+REJECTIONS = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
+
+
+def _message(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    text = diag.message_primary or str(exc).strip().splitlines()[0]
+    return f"{text} ({diag.constraint_name})" if diag.constraint_name else text
+
+
+def write_target_isolating(
+    conn: psycopg.Connection,
+    target_schema: str,
+    users: BatchUsers,
+    tables: Mapping[str, pl.DataFrame],
+) -> tuple[LoadCounts, dict[str, str]]:
+    """Like :func:`write_target`, but when the database rejects rows, bisect the batch's users
+    inside savepoints, load every user it accepts, and return the rejected ones with the
+    server's message (their target rows removed). Other errors still raise."""
+    types = _stage_target(conn, target_schema, tables)
+    deleted = _delete_missing(conn, target_schema, users)
+    totals: dict[str, int] = dict.fromkeys(TARGET_ORDER, 0)
+    rejected: dict[str, str] = {}
+
+    def attempt(group: list[str] | None) -> None:
+        try:
+            with conn.transaction():
+                counts = _upsert(conn, target_schema, types, group)
+        except REJECTIONS as exc:
+            if group is None:
+                owners: set[str] = set()
+                for table in TARGET_ORDER:
+                    owners.update(tables[table]["user_id"].drop_nulls().to_list())
+                group = sorted(owners)
+            if len(group) <= 1:
+                rejected.update(dict.fromkeys(group, _message(exc)))
+                return
+            half = len(group) // 2
+            attempt(group[:half])
+            attempt(group[half:])
+            return
+        for table, n in counts.items():
+            totals[table] += n
+
+    attempt(None)
+    if rejected:
+        for table in reversed(TARGET_ORDER):
+            cur = conn.execute(
+                sql.SQL("delete from {s}.{t} where user_id = any(%s::uuid[])").format(
+                    s=sql.Identifier(target_schema), t=sql.Identifier(table)
+                ),
+                [sorted(rejected)],
+            )
+            deleted[table] += cur.rowcount
+    return LoadCounts(upserted=totals, deleted=deleted), rejected
 
 
 LEDGER_FRAME_TABLES = {"id_map": "id_map", "quarantine": "quarantine", "repairs": "repairs"}

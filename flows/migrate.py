@@ -24,10 +24,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from flows import db, extract, ledger
-from flows.load import BatchUsers, write_ledger, write_target
+from flows.load import BatchUsers, write_ledger, write_target_isolating
 from schemas.errors import ConfigurationError, MigrationError, Transient, TransientLoadError
 from transforms.accounting import accounting
 from transforms.pipeline import TransformResult, transform
+from transforms.rejections import without_rejected_users
 
 TRANSIENT_SQLSTATES = {
     "40001",  # serialization_failure
@@ -163,8 +164,9 @@ def run_batch(
     started = time.perf_counter()
     with db.connect(target_url) as dst, dst.transaction():
         loaded = None
+        rejected: dict[str, str] = {}
         if not options.dry_run:
-            loaded = write_target(
+            loaded, rejected = write_target_isolating(
                 dst,
                 options.target_schema,
                 BatchUsers(batch.user_from, batch.user_to),
@@ -175,6 +177,19 @@ def run_batch(
                     "tagged_models": result.tagged_models,
                 },
             )
+        if rejected:
+            result = without_rejected_users(
+                data.user_sessions,
+                data.tagged_models,
+                data.user_profiles,
+                result,
+                pl.DataFrame(
+                    {"user_id": list(rejected), "detail": list(rejected.values())},
+                    schema={"user_id": pl.String, "detail": pl.String},
+                ),
+            )
+            books = accounting(data.user_sessions, data.tagged_models, data.user_profiles, result)
+            books.raise_for_mismatch()
         write_ledger(
             dst,
             run_id,
@@ -200,6 +215,7 @@ def run_batch(
             },
             "written": asdict(loaded) if loaded else None,
             "links": _links_summary(result),
+            "rejected_users": len(rejected),
             "repairs": result.repairs.height,
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }

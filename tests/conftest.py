@@ -11,11 +11,11 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
+from flows.db import with_database
 from schemas import ddl
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -33,12 +33,6 @@ def _answers(url: str) -> bool:
         return True
     except psycopg.OperationalError:
         return False
-
-
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` (same server, user, options)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 @pytest.fixture(scope="session")

@@ -268,3 +268,40 @@ def test_killed_process_resumes_with_retry(
     assert summary.status == "succeeded"
     assert len(summary.batches) == left[0][0]
     assert target_digest(url) == clean_run[2]
+
+
+def test_rows_the_database_rejects_quarantine_only_their_user(
+    seeded_db: Callable[[int, int], str], clean_run: tuple[str, str, dict[str, str]]
+) -> None:
+    url = seeded_db(USERS, SEED)
+    victim = ledger(url, "select min(user_id)::text from legacy.user_profiles")[0][0]
+    with psycopg.connect(url) as conn:
+        # A rule the validation does not know: the database alone rejects the victim's rows.
+        conn.execute(
+            "alter table public.circuit_configurations add constraint not_the_victim"
+            f" check (user_id <> '{victim}')"
+        )
+    summary = run_migration(url, url, OPTIONS)
+    assert summary.status == "succeeded"
+    assert sum(b.counts["rejected_users"] for b in summary.batches) == 1
+    rejected = ledger(
+        url,
+        "select distinct detail from migration.quarantine where reason = 'database_rejected'",
+    )
+    assert len(rejected) == 1 and "not_the_victim" in rejected[0][0]
+    for table in ("user_profiles", "circuit_configurations", "user_sessions", "tagged_models"):
+        assert ledger(url, f"select count(*) from public.{table} where user_id = %s", [victim]) == [
+            (0,)
+        ], table
+    clean_url = clean_run[0]
+    for table in ("circuit_configurations", "tagged_models"):
+        others = f"select count(*) from public.{table} where user_id <> %s"
+        assert ledger(url, others, [victim]) == ledger(clean_url, others, [victim]), table
+    # Still every source row accounted for once.
+    for table, source, done in ledger(
+        url,
+        "select key, sum((value->>'source')::int), sum((value->>'migrated')::int"
+        " + (value->>'merged')::int + (value->>'quarantined')::int)"
+        " from migration.batches, jsonb_each(counts->'tables') group by key",
+    ):
+        assert source == done, table

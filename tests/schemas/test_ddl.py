@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from flows import schema_ops
 from flows.cli import app
+from flows.db import with_database
 from schemas import ddl
 
 CATALOGUE_SNAPSHOT = """
@@ -92,8 +93,6 @@ def test_schema_sql_is_deterministic() -> None:
 
 
 def test_apply_refuses_without_auth_schema(pg_server: str) -> None:
-    from tests.conftest import with_database
-
     name = f"cm_noauth_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'create database "{name}"')
