@@ -131,7 +131,7 @@ def test_failing_batch_is_recorded_and_retry_completes_it(
     seeded_db: Callable[[int, int], str], clean_run: tuple[str, str, dict[str, str]]
 ) -> None:
     url = seeded_db(USERS, SEED)
-    victim = ledger(url, "select min(user_id)::text from legacy.user_profiles")[0][0]
+    victim = ledger(url, "select min(user_id::text) from legacy.user_profiles")[0][0]
     with psycopg.connect(url) as conn:
         conn.execute(
             "create function refuse() returns trigger language plpgsql as $$ begin"
@@ -274,7 +274,7 @@ def test_rows_the_database_rejects_quarantine_only_their_user(
     seeded_db: Callable[[int, int], str], clean_run: tuple[str, str, dict[str, str]]
 ) -> None:
     url = seeded_db(USERS, SEED)
-    victim = ledger(url, "select min(user_id)::text from legacy.user_profiles")[0][0]
+    victim = ledger(url, "select min(user_id::text) from legacy.user_profiles")[0][0]
     with psycopg.connect(url) as conn:
         # A rule the validation does not know: the database alone rejects the victim's rows.
         conn.execute(
