@@ -81,10 +81,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# Migration run {report['run_id']}",
         "",
-        f"**Status:** {report['status']}" + (" (dry run)" if report.get("dry_run") else ""),
-        f"**Batches:** {report['batches']['succeeded']} of {report['batches']['total']} "
+        f"- **Status:** {report['status']}" + (" (dry run)" if report.get("dry_run") else ""),
+        f"- **Batches:** {report['batches']['succeeded']} of {report['batches']['total']} "
         f"succeeded, {report['batches']['failed']} failed",
-        f"**Accounting balanced:** {'yes' if report['accounting_balanced'] else 'NO'}"
+        f"- **Accounting balanced:** {'yes' if report['accounting_balanced'] else 'NO'}"
         + ("" if report["complete"] else " (over the succeeded batches only)"),
         "",
         "| source table | source | migrated | merged | quarantined |",
