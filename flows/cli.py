@@ -101,6 +101,36 @@ def schema_apply(
     out.print(f"target schema applied to {db.redact(url)} (schema {settings.target_schema})")
 
 
+@app.command("stage-legacy")
+@clean_errors
+def stage_legacy(
+    source_url: Annotated[
+        str | None,
+        typer.Option("--source-url", help="The legacy database [env: SOURCE_DATABASE_URL]."),
+    ] = None,
+    schema: Annotated[str, typer.Option(help="Schema to move the legacy tables into.")] = "legacy",
+) -> None:
+    """One database for both: move the legacy tables from public into schema legacy."""
+    url = load_settings(source_database_url=source_url).source_url()
+    moved = schema_ops.stage_legacy(url, schema)
+    out.print(f"moved {', '.join(moved)}; now run with --source-schema {schema}")
+
+
+@app.command("unstage-legacy")
+@clean_errors
+def unstage_legacy(
+    source_url: Annotated[
+        str | None,
+        typer.Option("--source-url", help="The legacy database [env: SOURCE_DATABASE_URL]."),
+    ] = None,
+    schema: Annotated[str, typer.Option(help="Schema the legacy tables are in.")] = "legacy",
+) -> None:
+    """Undo stage-legacy: move the legacy tables back into public (refuses to overwrite)."""
+    url = load_settings(source_database_url=source_url).source_url()
+    moved = schema_ops.unstage_legacy(url, schema)
+    out.print(f"moved {', '.join(moved)}")
+
+
 @app.command("seed")
 @clean_errors
 def seed(

@@ -311,6 +311,16 @@ def migrate(
     return RunSummary(run_id, status, tuple(outcomes))
 
 
+def preflight(source_url: str, target_url: str, options: RunOptions) -> None:
+    """Fail fast, before any flow starts, on bad URLs, unreachable servers, a missing target
+    schema or ledger, a legacy schema that does not match, or an unreadable overrides file."""
+    with db.connect(target_url, autocommit=True) as conn:
+        ledger.require_ledger(conn, options.target_schema)
+    with db.connect(source_url, autocommit=True) as conn:
+        extract.check_source(conn, options.source_schema)
+    read_overrides(options.link_overrides)
+
+
 def run_migration(
     source_url: str,
     target_url: str,
@@ -322,9 +332,7 @@ def run_migration(
     """Run the flow on a thread pool of ``options.concurrency`` workers."""
     if options.batch_size < 1 or options.concurrency < 1:
         raise ConfigurationError("--batch-size and --concurrency must be at least 1")
-    db.libpq_url(source_url)
-    db.libpq_url(target_url)
-    read_overrides(options.link_overrides)  # fail fast on a bad file
+    preflight(source_url, target_url, options)
     runner: Any = ThreadPoolTaskRunner(max_workers=options.concurrency)
     try:
         return migrate.with_options(task_runner=runner)(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from psycopg import sql
+
 from flows import db
 from schemas import ddl
-from schemas.errors import TargetSchemaMissing
+from schemas.errors import SourceSchemaMismatch, TargetSchemaMissing
 
 
 def apply_auth_shim(url: str) -> bool:
@@ -43,3 +45,39 @@ def _require_auth(url: str) -> None:
             "authenticated, service_role); on plain PostgreSQL add --auth-shim",
             url=db.redact(url),
         )
+
+
+LEGACY_TABLE_NAMES = ("user_sessions", "tagged_models", "user_profiles")
+
+
+def _move_legacy(url: str, source: str, target: str) -> list[str]:
+    """Move the three legacy tables from schema ``source`` to ``target`` in one transaction."""
+    from flows.extract import check_source  # extract owns the legacy-shape check
+
+    with db.transaction(url) as conn:
+        check_source(conn, source)
+        clashes = [t for t in LEGACY_TABLE_NAMES if db.table_exists(conn, target, t)]
+        if clashes:
+            raise SourceSchemaMismatch(
+                f"refusing to move the legacy tables: {target}."
+                f"{', '.join(clashes)} already exist(s) and would be overwritten",
+                clashes=clashes,
+            )
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target)))
+        for table in LEGACY_TABLE_NAMES:
+            conn.execute(
+                sql.SQL("alter table {}.{} set schema {}").format(
+                    sql.Identifier(source), sql.Identifier(table), sql.Identifier(target)
+                )
+            )
+    return [f"{target}.{t}" for t in LEGACY_TABLE_NAMES]
+
+
+def stage_legacy(url: str, schema: str = "legacy") -> list[str]:
+    """Move the legacy tables from ``public`` into ``schema`` (reversible: unstage_legacy)."""
+    return _move_legacy(url, "public", schema)
+
+
+def unstage_legacy(url: str, schema: str = "legacy") -> list[str]:
+    """Move the legacy tables from ``schema`` back into ``public``; refuses to overwrite."""
+    return _move_legacy(url, schema, "public")
