@@ -1,0 +1,237 @@
+"""Circuit JSON (legacy ``parameters`` / ``circuit_parameters`` / saved_profiles elements) to
+typed columns, with a per-row problem description and a repairs frame.
+
+The legacy JSON arrives as text. Values are read with ``str.json_path_match`` (invalid JSON and
+missing keys read as null, never raise), cast to Float64 non-strictly, and flagged. Repairs:
+
+- ``renamed_key``: the older key ``Rs`` used for ``Rsh``;
+- ``string_number``: a number stored as a JSON string (``"100"``).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from schemas.frames import REPAIRS, conform
+from transforms.impedance import PARAMETERS
+
+# Legacy spellings of a parameter key, in order of preference.
+KEY_ALIASES: dict[str, tuple[str, ...]] = {"Rsh": ("Rsh", "Rs")}
+
+
+def _aliases(key: str) -> tuple[str, ...]:
+    return KEY_ALIASES.get(key, (key,))
+
+
+def json_value(text: pl.Expr, path: str) -> pl.Expr:
+    """The JSON value at ``path`` (``$.Ra``) as text; null if absent or the text is not JSON."""
+    return text.str.json_path_match(path)
+
+
+def raw_parameter(text: pl.Expr, key: str) -> pl.Expr:
+    """The raw text of parameter ``key`` in a JSON object, trying its legacy aliases in order."""
+    return pl.coalesce([json_value(text, f"$.{alias}") for alias in _aliases(key)])
+
+
+def is_string_valued(text: pl.Expr, key: str) -> pl.Expr:
+    """True where the JSON object holds ``key`` as a JSON string (``"Ra": "100"``)."""
+    return text.str.contains(f'"{key}"\\s*:\\s*"')
+
+
+def as_float(raw: pl.Expr) -> pl.Expr:
+    """Non-strict Float64 cast of a text value (null where it is not a number)."""
+    return raw.str.strip_chars().cast(pl.Float64, strict=False)
+
+
+def is_usable(value: pl.Expr) -> pl.Expr:
+    """A parameter value is usable when it is a finite number greater than zero."""
+    return (value.is_not_null() & value.is_finite() & (value > 0)).fill_null(False)
+
+
+_DECODE_KEYS = ("Rsh", "Rs", "Ra", "Ca", "Rb", "Cb")
+_DECODE_CHUNK = 200_000  # rows decoded at once: bounds the decoder's temporaries
+_DECODE_SPLIT = 50_000  # from this many rows, decode two halves in parallel
+_DECODE_DTYPE = pl.Struct(
+    {**{k: pl.String for k in _DECODE_KEYS}, "frequency_range": pl.List(pl.String)}
+)
+
+
+def _decoded_fields(text: pl.Series) -> pl.DataFrame:
+    """Raw text of each parameter key (``Rsh``, ``Rs``...) and of ``frequency_range[0/1]``.
+
+    Fast path: one ``json_decode`` of the flat JSON objects; a batch it cannot decode (a nested
+    or otherwise unexpected value somewhere) takes the slow path, ``json_path_match`` per key,
+    which reads anything and never raises.
+    """
+    if text.len() > _DECODE_CHUNK:
+        return pl.concat(
+            [
+                _decoded_fields(text.slice(start, _DECODE_CHUNK))
+                for start in range(0, text.len(), _DECODE_CHUNK)
+            ]
+        )
+    if text.len() >= _DECODE_SPLIT:
+        # two halves as two expressions of one select: Polars decodes them on two threads
+        half = (text.len() + 1) // 2
+        first = text.slice(0, half).rename("t")
+        second = text.slice(half).rename("u").extend_constant(None, half - (text.len() - half))
+        both = pl.DataFrame([first, second])
+        try:
+            decoded = both.select(
+                pl.col("t").str.json_decode(_DECODE_DTYPE),
+                pl.col("u").str.json_decode(_DECODE_DTYPE),
+            )
+        except pl.exceptions.PolarsError:
+            decoded = None
+        if decoded is not None:
+            return pl.concat(
+                [
+                    _fields_of(decoded["t"].struct.unnest()),
+                    _fields_of(decoded["u"].struct.unnest().head(text.len() - half)),
+                ]
+            )
+    frame = text.rename("t").to_frame()
+    flat = (
+        pl.col("t").str.strip_chars().str.starts_with("{")
+        & (pl.col("t").str.count_matches("{", literal=True) == 1)
+    ).fill_null(False)
+    try:
+        decoded = frame.select(
+            pl.when(flat).then(pl.col("t")).str.json_decode(_DECODE_DTYPE).alias("d")
+        ).unnest("d")
+        out = decoded.select(
+            *[pl.col(k).alias(f"_k_{k}") for k in _DECODE_KEYS],
+            pl.col("frequency_range").list.get(0, null_on_oob=True).alias("_k_fr0"),
+            pl.col("frequency_range").list.get(1, null_on_oob=True).alias("_k_fr1"),
+        )
+        if bool(frame.select((~flat & pl.col("t").is_not_null()).any()).item()):
+            slow = _path_fields(frame.select(pl.when(~flat).then(pl.col("t")).alias("t")))
+            out = out.select([pl.coalesce(pl.col(c), slow[c]).alias(c) for c in out.columns])
+        return out
+    except pl.exceptions.PolarsError:
+        return _path_fields(frame)
+
+
+def _fields_of(decoded: pl.DataFrame) -> pl.DataFrame:
+    return decoded.select(
+        *[pl.col(k).alias(f"_k_{k}") for k in _DECODE_KEYS],
+        pl.col("frequency_range").list.get(0, null_on_oob=True).alias("_k_fr0"),
+        pl.col("frequency_range").list.get(1, null_on_oob=True).alias("_k_fr1"),
+    )
+
+
+def _path_fields(frame: pl.DataFrame) -> pl.DataFrame:
+    t = pl.col("t")
+    return frame.select(
+        *[json_value(t, f"$.{k}").alias(f"_k_{k}") for k in _DECODE_KEYS],
+        json_value(t, "$.frequency_range[0]").alias("_k_fr0"),
+        json_value(t, "$.frequency_range[1]").alias("_k_fr1"),
+    )
+
+
+def parameters(frame: pl.DataFrame, text_col: str) -> pl.DataFrame:
+    """``frame`` plus ``Rsh..Cb`` (Float64) read from the JSON object text in ``text_col``,
+    ``param_problem`` (text naming each unusable parameter, null when all five are usable),
+    ``_fr_lo``/``_fr_hi`` (its ``frequency_range``, Float64, null when absent) and the helper
+    columns ``_raw_<key>``, ``_str_<key>``, ``_renamed_Rsh`` used by :func:`parameter_repairs`.
+    """
+    text = pl.col(text_col)
+    fields = _decoded_fields(frame[text_col])
+    out = pl.concat([frame, fields], how="horizontal")
+    raw = [pl.coalesce("_k_Rsh", "_k_Rs").alias("_raw_Rsh")]
+    raw += [pl.col(f"_k_{k}").alias(f"_raw_{k}") for k in PARAMETERS[1:]]
+    renamed = pl.col("_k_Rsh").is_null() & pl.col("_k_Rs").is_not_null()
+    out = out.with_columns(
+        *raw,
+        renamed.alias("_renamed_Rsh"),
+        as_float(pl.col("_k_fr0")).alias("_fr_lo"),
+        as_float(pl.col("_k_fr1")).alias("_fr_hi"),
+    ).drop(fields.columns)
+    out = out.with_columns([as_float(pl.col(f"_raw_{k}")).alias(k) for k in PARAMETERS])
+    string_flags = [
+        pl.when(pl.col("_renamed_Rsh"))
+        .then(is_string_valued(text, "Rs"))
+        .otherwise(is_string_valued(text, "Rsh"))
+        .fill_null(False)
+        .alias("_str_Rsh")
+    ] + [is_string_valued(text, k).fill_null(False).alias(f"_str_{k}") for k in PARAMETERS[1:]]
+    problems = [
+        pl.when(~is_usable(pl.col(k))).then(
+            pl.lit(f"{k}=") + pl.col(f"_raw_{k}").fill_null("missing")
+        )
+        for k in PARAMETERS
+    ]
+    problem = pl.concat_str(problems, separator=", ", ignore_nulls=True)
+    return out.with_columns(string_flags).with_columns(
+        pl.when(problem == "").then(None).otherwise(problem).alias("param_problem")
+    )
+
+
+def parameter_repairs(frame: pl.DataFrame, source_table: str, id_col: str) -> pl.DataFrame:
+    """Repairs frame (``schemas.frames.REPAIRS``) of the rows of a :func:`parameters` frame:
+    renamed keys and string numbers of usable parameters."""
+    parts: list[pl.DataFrame] = []
+    renamed = frame.filter(pl.col("_renamed_Rsh")).select(
+        pl.lit(source_table).alias("source_table"),
+        pl.col(id_col).alias("source_id"),
+        pl.lit("circuit_parameters.Rsh").alias("field"),
+        pl.lit("renamed_key").alias("kind"),
+        pl.lit("Rs").alias("original"),
+        pl.lit("Rsh").alias("repaired"),
+    )
+    parts.append(renamed)
+    for k in PARAMETERS:
+        parts.append(
+            frame.filter(pl.col(f"_str_{k}") & is_usable(pl.col(k))).select(
+                pl.lit(source_table).alias("source_table"),
+                pl.col(id_col).alias("source_id"),
+                pl.lit(f"circuit_parameters.{k}").alias("field"),
+                pl.lit("string_number").alias("kind"),
+                pl.format('"{}"', pl.col(f"_raw_{k}")).alias("original"),
+                pl.col(k).cast(pl.String).alias("repaired"),
+            )
+        )
+    return pl.concat([conform(p, REPAIRS) for p in parts])
+
+
+def drop_helpers(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` without the helper columns of :func:`parameters`."""
+    return frame.drop(
+        [c for c in frame.columns if c.startswith("_raw_") or c.startswith("_str_")]
+        + [c for c in ("_renamed_Rsh", "_fr_lo", "_fr_hi") if c in frame.columns]
+    )
+
+
+def frequency_pair(text: pl.Expr, key: str) -> tuple[pl.Expr, pl.Expr]:
+    """(min, max) read from a two-element JSON array at ``$.<key>``, as Float64 (null if absent)."""
+    return (
+        as_float(json_value(text, f"$.{key}[0]")),
+        as_float(json_value(text, f"$.{key}[1]")),
+    )
+
+
+def frequency_problem(min_freq: pl.Expr, max_freq: pl.Expr) -> pl.Expr:
+    """Text describing an unusable frequency range (null when ``0 < min < max``, both finite)."""
+    ok = (
+        min_freq.is_finite() & max_freq.is_finite() & (min_freq > 0) & (max_freq > min_freq)
+    ).fill_null(False)
+    return (
+        pl.when(ok)
+        .then(None)
+        .otherwise(
+            pl.format(
+                "min_freq={}, max_freq={}",
+                min_freq.cast(pl.String).fill_null("null"),
+                max_freq.cast(pl.String).fill_null("null"),
+            )
+        )
+    )
+
+
+def circuit_json(with_range: bool) -> pl.Expr:
+    """JSON object text of the typed parameters (and ``frequency_range`` from ``min_freq`` /
+    ``max_freq`` when ``with_range``)."""
+    fields: list[pl.Expr] = [pl.col(k) for k in PARAMETERS]
+    if with_range:
+        fields.append(pl.concat_list(["min_freq", "max_freq"]).alias("frequency_range"))
+    return pl.struct(fields).struct.json_encode()
