@@ -41,15 +41,17 @@ class BatchRange:
 
 
 def _user_keys(schema: str) -> sql.Composed:
-    """SQL for (table, id, user_key) over the legacy tables."""
+    """SQL for (source_table, id, user_key) over the legacy tables, set-based (hash joins)."""
     s = sql.Identifier(schema)
     return sql.SQL(
         """
-        with session_key as (
-          select s.id, coalesce(s.user_id,
-                 (select min(t.user_id::text)::uuid from {s}.tagged_models t
-                   where t.session_id = s.id)) as user_key
-            from {s}.user_sessions s
+        with model_user as (
+          select session_id, min(user_id::text)::uuid as user_id from {s}.tagged_models
+           where session_id is not null and user_id is not null group by session_id
+        ),
+        session_key as (
+          select s.id, coalesce(s.user_id, m.user_id) as user_key
+            from {s}.user_sessions s left join model_user m on m.session_id = s.id
         )
         select 'user_sessions' as source_table, id, user_key from session_key
         union all
@@ -169,8 +171,6 @@ def _read_csv(data: bytes, schema: Mapping[str, object]) -> pl.DataFrame:
         io.BytesIO(data),
         has_header=False,
         schema=raw_types,
-        null_values=["\\N"],
-        empty_string_is_null=False,
     )
     casts = []
     for name, dtype in schema.items():
@@ -187,7 +187,9 @@ def copy_frame(
     conn: psycopg.Connection, query: sql.Composable, schema: frames.Schema
 ) -> pl.DataFrame:
     """Run ``COPY (query) TO STDOUT`` as CSV and read the whole stream into a typed frame."""
-    copy = sql.SQL("copy ({}) to stdout (format csv, null '\\N')").format(query)
+    # CSV's own null (an unquoted empty field; an empty string arrives quoted): no marker
+    # string that legacy text could collide with.
+    copy = sql.SQL("copy ({}) to stdout (format csv)").format(query)
     buffer = bytearray()
     with conn.cursor().copy(copy) as stream:
         for chunk in stream:
@@ -209,37 +211,73 @@ class LegacyBatch:
         return self.user_sessions.height + self.tagged_models.height + self.user_profiles.height
 
 
-def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> LegacyBatch:
-    """All legacy rows of the batch's users, and their auth users, in bulk."""
-    in_batch: sql.Composable
-    if batch.orphans:
-        in_batch = sql.SQL("k.user_key is null")
-    else:
-        in_batch = sql.SQL("k.user_key between {}::uuid and {}::uuid").format(
-            sql.Literal(batch.user_from), sql.Literal(batch.user_to)
-        )
+def _batch_queries(schema: str, key_filter: sql.Composable) -> dict[str, sql.Composed]:
+    """Per legacy table, the query for the rows whose user key passes ``key_filter``.
+
+    Rows with their own user_id filter on it directly; only rows without one pay for the
+    session and tagged-model lookups of the user-key rule."""
     s = sql.Identifier(schema)
-    out: dict[str, pl.DataFrame] = {}
-    for table in LEGACY_TABLE_NAMES:
-        contract = frames.LEGACY_FRAMES[table]
-        query = sql.SQL(
-            "select {cols} from {s}.{t} x join ({keys}) k"
-            " on k.source_table = {name} and k.id = x.id where {cond} order by x.id"
+    null_session_key = sql.SQL(
+        "select s.id, min(t.user_id::text)::uuid as user_key from {s}.user_sessions s"
+        " join {s}.tagged_models t on t.session_id = s.id and t.user_id is not null"
+        " where s.user_id is null group by s.id"
+    ).format(s=s)
+    joins = {
+        "user_profiles": (sql.SQL(""), sql.SQL("x.user_id")),
+        "user_sessions": (
+            sql.SQL("left join ({n}) n on x.user_id is null and n.id = x.id").format(
+                n=null_session_key
+            ),
+            sql.SQL("coalesce(x.user_id, n.user_key)"),
+        ),
+        "tagged_models": (
+            sql.SQL(
+                "left join {s}.user_sessions s on x.user_id is null and s.id = x.session_id"
+                " left join ({n}) n on x.user_id is null and n.id = x.session_id"
+            ).format(s=s, n=null_session_key),
+            sql.SQL("coalesce(x.user_id, s.user_id, n.user_key)"),
+        ),
+    }
+    return {
+        table: sql.SQL(
+            "select {cols} from {s}.{t} x {join} where {key} {cond} order by x.id"
         ).format(
-            cols=_select_list(contract, "x"),
+            cols=_select_list(frames.LEGACY_FRAMES[table], "x"),
             s=s,
             t=sql.Identifier(table),
-            keys=_user_keys(schema),
-            name=sql.Literal(table),
-            cond=in_batch,
+            join=join,
+            key=key,
+            cond=key_filter,
         )
-        out[table] = copy_frame(conn, query, contract)
+        for table, (join, key) in joins.items()
+    }
+
+
+def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> LegacyBatch:
+    """All legacy rows of the batch's users, and their auth users, in bulk."""
+    key_filter: sql.Composable
+    if batch.orphans:
+        key_filter = sql.SQL("is null")
+    else:
+        key_filter = sql.SQL("between {}::uuid and {}::uuid").format(
+            sql.Literal(batch.user_from), sql.Literal(batch.user_to)
+        )
+    out = {
+        table: copy_frame(conn, query, frames.LEGACY_FRAMES[table])
+        for table, query in _batch_queries(schema, key_filter).items()
+    }
     if batch.orphans:
         out["auth_users"] = frames.empty(frames.AUTH_USERS)
     else:
         users_query = sql.SQL(
-            "select {cols} from auth.users x where x.id in"
-            " (select k.user_key from ({keys}) k where {cond}) order by x.id"
-        ).format(cols=_select_list(frames.AUTH_USERS, "x"), keys=_user_keys(schema), cond=in_batch)
-        out["auth_users"] = copy_frame(conn, users_query, frames.AUTH_USERS)
+            "select {cols} from auth.users x where x.id between {}::uuid and {}::uuid order by x.id"
+        ).format(
+            sql.Literal(batch.user_from),
+            sql.Literal(batch.user_to),
+            cols=_select_list(frames.AUTH_USERS, "x"),
+        )
+        # Every user key of the batch is the user_id of one of its rows (see _user_keys).
+        present = pl.concat([out[t].select("user_id") for t in LEGACY_TABLE_NAMES])["user_id"]
+        users = copy_frame(conn, users_query, frames.AUTH_USERS)
+        out["auth_users"] = users.filter(pl.col("id").is_in(present.drop_nulls().implode()))
     return LegacyBatch(**out)

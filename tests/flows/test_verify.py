@@ -1,0 +1,305 @@
+"""``verify`` against a real migration: it passes after a clean run and names the user when the
+target or the source is changed behind the migration's back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+
+from flows.db import with_database
+from flows.migrate import RunOptions, run_migration
+from flows.verify import verify
+from reports.verification import DIFFERENCES, Verification
+from schemas.errors import ConfigurationError
+from tests.flows.conftest import target_digest
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+USERS, SEED = 200, 5
+OPTIONS = RunOptions(source_schema="legacy", batch_size=40, concurrency=2)
+
+RECOVERED_USER = "00000000-0000-4000-8000-00000000e001"
+PARAMS = '{"Rsh": 120.5, "Ra": 800, "Ca": 2.5e-6, "Rb": 900, "Cb": 3.5e-6}'
+# Edge cases the generator does not make, added to the legacy data before the run; verify must
+# agree with the migration on each (``{u}`` is an existing user).
+EDGE_CASES = f"""
+insert into auth.users (id, email) values ('{RECOVERED_USER}', 'recovered@example.org');
+-- tagged models, no circuit at all: one recovered configuration
+insert into legacy.tagged_models (user_id, model_id, tag_name, circuit_parameters, resnorm_value)
+values ('{RECOVERED_USER}', 'r1', 'a', '{PARAMS}', 1.5),
+       ('{RECOVERED_USER}', 'r2', 'a', '{{"Rs": " 130 ", "Ra": "7e2", "Ca": 3e-6, "Rb": 950,
+                                          "Cb": "4e-6"}}', null);
+-- unnamed elements (null and blank name) equal to a legacy row named like the default: one
+-- configuration; a clamped grid equal to another row's grid after clamping: one more
+insert into legacy.user_profiles (user_id, name, parameters, min_freq, max_freq, grid_size,
+                                  num_points)
+values ('{{u}}', 'Untitled circuit', '{PARAMS}', 1, 1000, 10, 100),
+       ('{{u}}', 'Clamped', '{PARAMS}', 1, 1000, 40, 5),
+       ('{{u}}', ' Clamped ', '{{"Rs": "120.5", "Ra": 800, "Ca": 2.5e-6, "Rb": 900,
+                                  "Cb": 3.5e-6}}', 1, 1000, 25, 10);
+insert into legacy.user_sessions (user_id, session_name, saved_profiles)
+values ('{{u}}', 'edge session', '[{{"parameters": {PARAMS}, "frequencyRange": [1, 1000]}},
+        {{"name": "  ", "parameters": {PARAMS}, "frequencyRange": [1, 1000]}},
+        {{"name": "Only saved", "parameters": {PARAMS}}}]');
+-- a model with no user of its own takes its session's
+insert into legacy.tagged_models (user_id, session_id, model_id, tag_name, circuit_parameters)
+select null, id, 'from-session', 'b', '{PARAMS}' from legacy.user_sessions
+ where session_name = 'edge session';
+"""
+
+
+def sql(url: str, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params or []).fetchall()
+
+
+def users_named(result: Verification, check: str) -> set[str | None]:
+    return set(result.differences.filter(pl.col("check") == check)["user_id"].to_list())
+
+
+@pytest.fixture(scope="module")
+def migrated(seeded_db: Callable[[int, int], str]) -> tuple[str, str]:
+    """(URL, run id) of a seeded database with edge cases, migrated cleanly."""
+    url = seeded_db(USERS, SEED)
+    user = sql(url, "select min(user_id::text) from legacy.user_profiles")[0][0]
+    with psycopg.connect(url) as conn:
+        conn.execute(EDGE_CASES.replace("{u}", user).encode())
+    summary = run_migration(url, url, OPTIONS)
+    assert summary.status == "succeeded"
+    return url, summary.run_id
+
+
+@pytest.fixture
+def clone(migrated: tuple[str, str], pg_server: str) -> Iterator[str]:
+    """A copy of the migrated database, to change freely; dropped afterwards."""
+    name = f"cm_verify_{uuid.uuid4().hex[:10]}"
+    source = migrated[0].rsplit("/", 1)[1].split("?")[0]
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'create database "{name}" template "{source}"')
+    yield with_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+def check(url: str) -> Verification:
+    return verify(url, url, source_schema="legacy")
+
+
+def test_clean_run_verifies_and_verify_writes_nothing(migrated: tuple[str, str]) -> None:
+    url, run_id = migrated
+    before = target_digest(url)
+    result = check(url)
+    assert result.ok, result.differences
+    assert result.differences.schema == pl.Schema(DIFFERENCES)
+    assert result.run_id == run_id
+    assert result.users_checked > USERS  # the seeded users, the recovered one, dangling ids
+    assert target_digest(url) == before
+    # the edge cases were really migrated as verify expects
+    assert sql(
+        url,
+        "select name from circuit_configurations where user_id = %s",
+        [RECOVERED_USER],
+    ) == [("Recovered configuration",)]
+
+
+def test_separate_source_connection_and_explicit_run(migrated: tuple[str, str]) -> None:
+    url, run_id = migrated
+    other = url + ("&" if "?" in url else "?") + "application_name=verify-source"
+    result = verify(other, url, source_schema="legacy", run_id=run_id)
+    assert result.ok, result.differences
+    with pytest.raises(ConfigurationError, match="no migration run"):
+        verify(url, url, source_schema="legacy", run_id=str(uuid.uuid4()))
+
+
+def test_default_run_is_the_latest_succeeded_real_run(
+    migrated: tuple[str, str], clone: str
+) -> None:
+    _, run_id = migrated
+    for status, dry in (("failed", False), ("succeeded", True)):
+        sql(
+            clone,
+            "insert into migration.runs (run_id, started_at, status, dry_run)"
+            " values (%s, now() + interval '1 day', %s, %s) returning run_id",
+            [str(uuid.uuid4()), status, dry],
+        )
+    result = check(clone)
+    assert result.ok and result.run_id == run_id
+
+
+def pick_model(url: str) -> tuple[str, str]:
+    """(id, user) of a target tagged model whose user has two configurations or more."""
+    row = sql(
+        url,
+        "select t.id::text, t.user_id::text from tagged_models t where (select count(*)"
+        " from circuit_configurations c where c.user_id = t.user_id) > 1 order by t.id limit 1",
+    )
+    return row[0][0], row[0][1]
+
+
+def test_deleted_tagged_model(clone: str) -> None:
+    model, user = pick_model(clone)
+    sql(clone, "delete from tagged_models where id = %s returning id", [model])
+    result = check(clone)
+    assert not result.ok
+    assert users_named(result, "tagged_models.ids") == {user}
+    row = result.differences.filter(pl.col("check") == "tagged_models.ids").row(0, named=True)
+    assert model in row["expected"] and "not in target" in row["expected"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ("notes = coalesce(notes, '') || ' (edited)'", "notes="),
+        (
+            "circuit_parameters = jsonb_set(circuit_parameters, '{Ra}',"
+            " to_jsonb((circuit_parameters->>'Ra')::float8 * 1.001))",
+            "Ra=",
+        ),
+        ("tagged_at = tagged_at + interval '1 second'", "tagged_at="),
+    ],
+)
+def test_altered_tagged_model(clone: str, change: str, field: str) -> None:
+    model, user = pick_model(clone)
+    sql(clone, f"update tagged_models set {change} where id = %s returning id", [model])
+    result = check(clone)
+    assert result.differences.select("user_id", "check").rows() == [(user, "tagged_models.payload")]
+    row = result.differences.row(0, named=True)
+    assert row["expected"].startswith(model) and field in row["expected"] and field in row["actual"]
+
+
+def test_change_within_the_tolerance_is_no_difference(clone: str) -> None:
+    model, _ = pick_model(clone)
+    sql(
+        clone,
+        "update tagged_models set circuit_parameters = jsonb_set(circuit_parameters, '{Cb}',"
+        " to_jsonb((circuit_parameters->>'Cb')::float8 * (1 + 1e-12))),"
+        " resnorm_value = resnorm_value * (1 - 1e-12) where id = %s returning id",
+        [model],
+    )
+    result = check(clone)
+    assert result.ok, result.differences
+
+
+def test_relinked_tagged_model(clone: str) -> None:
+    model, user = pick_model(clone)
+    sql(
+        clone,
+        "update tagged_models t set circuit_config_id = (select c.id from circuit_configurations c"
+        " where c.user_id = t.user_id and c.id <> t.circuit_config_id order by c.id limit 1)"
+        " where t.id = %s returning t.id",
+        [model],
+    )
+    result = check(clone)
+    assert result.differences.select("user_id", "check").rows() == [
+        (user, "tagged_models.circuit_config_id")
+    ]
+    assert "(migration.links)" in result.differences["expected"][0]
+
+
+def test_deleted_session(clone: str) -> None:
+    session, user = sql(
+        clone, "select id::text, user_id::text from user_sessions order by id limit 1"
+    )[0]
+    sql(clone, "delete from user_sessions where id = %s returning id", [session])
+    result = check(clone)
+    assert users_named(result, "sessions.ids") == {user}
+    assert session in result.differences.filter(pl.col("check") == "sessions.ids")["expected"][0]
+    # its tagged models lost their session (on delete set null): their payload differs too
+    assert users_named(result, "tagged_models.payload") <= {user}
+
+
+def test_deleted_configuration(clone: str) -> None:
+    config, user, models = sql(
+        clone,
+        "select c.id::text, c.user_id::text, count(t.id) from circuit_configurations c"
+        " join tagged_models t on t.circuit_config_id = c.id group by c.id order by c.id limit 1",
+    )[0]
+    sql(clone, "delete from circuit_configurations where id = %s returning id", [config])
+    result = check(clone)
+    assert set(result.differences["user_id"]) == {user}
+    assert {"circuits.count", "tagged_models.ids"} <= set(result.differences["check"])
+    ids = result.differences.filter(pl.col("check") == "tagged_models.ids").row(0, named=True)
+    assert f"{models} ids" in ids["expected"] or "not in target" in ids["expected"]
+
+
+@pytest.mark.parametrize(
+    ("insert", "expected_checks"),
+    [
+        (
+            "insert into legacy.tagged_models (user_id, model_id, tag_name, circuit_parameters)"
+            f" values (%s, 'late', 'late', '{PARAMS}')",
+            {"tagged_models.ids"},
+        ),
+        (
+            "insert into legacy.user_profiles (user_id, name, parameters)"
+            f" values (%s, 'Added later', '{PARAMS}')",
+            {"circuits.count", "circuits.ids"},
+        ),
+        (
+            "insert into legacy.user_sessions (user_id, session_name) values (%s, 'late session')",
+            {"sessions.ids"},
+        ),
+    ],
+)
+def test_legacy_row_inserted_after_the_run(
+    clone: str, insert: str, expected_checks: set[str]
+) -> None:
+    user = sql(clone, "select max(user_id::text) from user_profiles")[0][0]
+    sql(clone, insert + " returning id", [user])
+    result = check(clone)
+    assert set(result.differences["user_id"]) == {user}
+    assert set(result.differences["check"]) == expected_checks
+
+
+def test_recovered_user_gaining_a_circuit_after_the_run(clone: str) -> None:
+    row = sql(
+        clone,
+        "insert into legacy.user_profiles (user_id, name, parameters)"
+        f" values (%s, 'Real one', '{PARAMS}') returning id::text",
+        [RECOVERED_USER],
+    )
+    result = check(clone)
+    # still one configuration, but not the one the new circuit must become
+    assert result.differences.select("user_id", "check").rows() == [
+        (RECOVERED_USER, "circuits.ids")
+    ]
+    assert row[0][0] in result.differences["expected"][0]
+
+
+def test_user_deleted_from_legacy_is_unexpected_in_the_target(clone: str) -> None:
+    user = sql(clone, "select max(user_id::text) from user_profiles")[0][0]
+    with psycopg.connect(clone) as conn:
+        for table in ("tagged_models", "user_profiles", "user_sessions"):
+            conn.execute(f"delete from legacy.{table} where user_id = %s", [user])
+    result = check(clone)
+    assert set(result.differences["user_id"]) == {user}
+    assert "user.unexpected" in set(result.differences["check"])
+
+
+def test_row_with_no_user_that_the_ledger_did_not_quarantine(clone: str) -> None:
+    sql(
+        clone,
+        "insert into legacy.tagged_models (user_id, model_id, tag_name, circuit_parameters)"
+        f" values (null, 'nobody', 'x', '{PARAMS}') returning id",
+    )
+    result = check(clone)
+    assert result.differences.select("user_id", "check").rows() == [(None, "unowned.rows")]
+
+
+def test_text_that_looks_like_a_null_marker_survives(seeded_db: Callable[[int, int], str]) -> None:
+    url = seeded_db(10, 1)
+    user = sql(url, "select min(user_id::text) from legacy.user_profiles")[0][0]
+    sql(
+        url,
+        "insert into legacy.tagged_models (user_id, model_id, tag_name, tag_category, notes,"
+        f" circuit_parameters) values (%s, 'm', 't', '\\N', '\\N', '{PARAMS}') returning id",
+        [user],
+    )
+    assert run_migration(url, url, OPTIONS).status == "succeeded"
+    result = check(url)
+    assert result.ok, result.differences
