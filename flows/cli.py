@@ -18,7 +18,7 @@ from rich.table import Table
 from flows import db, ledger, schema_ops
 from flows.settings import load_settings
 from schemas import ddl
-from schemas.errors import MigrationError
+from schemas.errors import MigrationError, ReconciliationMismatch
 
 if TYPE_CHECKING:
     from flows.migrate import RunOptions
@@ -303,6 +303,42 @@ def status(
     out.print(table)
 
 
+@app.command("verify")
+@clean_errors
+def verify(
+    source_url: SourceUrl = None,
+    target_url: TargetUrl = None,
+    source_schema: SourceSchema = None,
+    target_schema: TargetSchema = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(help="Ledger of this run [default: the latest succeeded run]."),
+    ] = None,
+) -> None:
+    """Check the target against the source with independent SQL (read-only); exit 5 on any
+    difference, naming every user that differs."""
+    from flows.verify import verify as run_verify
+    from reports.verification import summary_lines
+
+    settings = load_settings(
+        source_database_url=source_url,
+        target_database_url=target_url,
+        source_schema=source_schema,
+        target_schema=target_schema,
+    )
+    result = run_verify(
+        settings.source_url(),
+        settings.target_url(),
+        source_schema=settings.source_schema,
+        target_schema=settings.target_schema,
+        run_id=run_id,
+    )
+    for line in summary_lines(result):
+        (out if result.ok else err).print(line, soft_wrap=True, markup=False)
+    if not result.ok:
+        raise typer.Exit(ReconciliationMismatch.exit_code)
+
+
 @app.command("demo")
 @clean_errors
 def demo(
@@ -342,6 +378,39 @@ def demo(
         options = RunOptions(source_schema="legacy", batch_size=batch_size, concurrency=concurrency)
         _execute(url, url, options, report_dir)
     out.print(f"demo finished in {elapsed(start)}")
+
+
+@app.command("report")
+@clean_errors
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run whose report files to re-render.")],
+    target_url: TargetUrl = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the run's report folder goes.")] = Path(
+        "migration-reports"
+    ),
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            metavar="OTHER_RUN_ID",
+            help="Also show what changed from this other run (written as compare-<other>.json).",
+        ),
+    ] = None,
+) -> None:
+    """Re-render a run's report files from the ledger; --compare shows what changed."""
+    from flows.report_files import compare_reports, comparison_tables, write_run_report
+
+    target = load_settings(target_database_url=target_url).target_url()
+    folder = write_run_report(target, run_id, report_dir)
+    out.print(
+        f"report: {folder / 'report.html'} (and report.json, report.md, CSV lists)",
+        soft_wrap=True,
+    )
+    if compare is not None:
+        comparison, path = compare_reports(target, folder.name, compare, report_dir)
+        for table in comparison_tables(comparison):
+            out.print(table)
+        out.print(f"comparison: {path}", soft_wrap=True)
 
 
 def main() -> None:

@@ -59,7 +59,8 @@ class LoadCounts:
 
 def _csv(frame: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
-    frame.write_csv(buffer, include_header=False, null_value="\\N", datetime_format=None)
+    # Null is an unquoted empty field, an empty string is "": COPY's CSV rules, no marker.
+    frame.write_csv(buffer, include_header=False)
     return buffer.getvalue()
 
 
@@ -69,7 +70,7 @@ def _stage(conn: psycopg.Connection, name: str, frame: pl.DataFrame, schema: fra
     conn.execute(
         sql.SQL("create temp table {} ({}) on commit drop").format(sql.Identifier(name), cols)
     )
-    copy = sql.SQL("copy {} from stdin (format csv, null '\\N')").format(sql.Identifier(name))
+    copy = sql.SQL("copy {} from stdin (format csv)").format(sql.Identifier(name))
     data = _csv(frames.conform(frame, schema))
     with conn.cursor().copy(copy) as stream:
         step = 8 << 20

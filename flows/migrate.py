@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from flows import db, extract, ledger
 from flows.load import BatchUsers, write_ledger, write_target_isolating
+from flows.report_files import publish_report_artifacts
 from schemas.errors import ConfigurationError, MigrationError, Transient, TransientLoadError
 from transforms.accounting import accounting
 from transforms.pipeline import TransformResult, transform
@@ -308,6 +309,7 @@ def migrate(
         coordinator.execute("rollback")
     with db.connect(target, autocommit=True) as conn:
         status = ledger.finish_run(conn, run_id)
+    publish_report_artifacts(target, run_id)
     return RunSummary(run_id, status, tuple(outcomes))
 
 

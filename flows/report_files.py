@@ -1,28 +1,415 @@
-"""Writes a run's report files from the ledger (the figures come from reports/)."""
+"""A run's report files and Prefect artifacts, read from the ledger (the figures come from
+``reports/``, which never touches a database or a file).
+
+``<report-dir>/<run_id>/`` holds ``report.json``, ``report.md``, ``report.html``,
+``quarantine.csv`` and ``review.csv``; ``compare-<other run>.json`` when compared. No URL is
+ever written: the ledger holds none, and errors pass through ``db.redact``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg import sql
+from rich.table import Table
 
 from flows import db, ledger
-from reports.reconcile import BatchRow, render_markdown, run_report
+from flows.extract import copy_frame
+from reports.compare import FLAGGED, QUARANTINE_KEYS, compare_runs
+from reports.html import render_html
+from reports.reconcile import (
+    LINK_GROUPS,
+    QUARANTINE_GROUPS,
+    REPAIR_GROUPS,
+    TARGET_TABLES,
+    BatchRow,
+    RunFacts,
+    render_markdown,
+    run_report,
+)
+from reports.review import (
+    CONFIG_NAMES,
+    QUARANTINE_ROWS,
+    REVIEW,
+    REVIEW_LINKS,
+    quarantine_frame,
+    review_frame,
+)
+from schemas.errors import TargetSchemaMissing
+
+MARKDOWN_ARTIFACT_KEY = "migration-report"
+BATCHES_ARTIFACT_KEY = "migration-batches"
+
+
+@dataclass(frozen=True, eq=False)
+class RunData:
+    """A run's report document and, when read, its quarantine and review lists."""
+
+    report: dict[str, Any]
+    quarantine: pl.DataFrame
+    review: pl.DataFrame
+    target_schema: str
+
+
+def _grouped(
+    conn: psycopg.Connection,
+    query: str,
+    run_id: str,
+    schema: Mapping[str, pl.DataType | type[pl.DataType]],
+) -> pl.DataFrame:
+    rows = conn.execute(query, [run_id]).fetchall()
+    return pl.DataFrame(rows, schema=dict(schema), orient="row")
+
+
+def _target_rows(conn: psycopg.Connection, schema: str) -> dict[str, int] | None:
+    counts: dict[str, int] = {}
+    for table in TARGET_TABLES:
+        if not db.table_exists(conn, schema, table):
+            return None
+        row = conn.execute(
+            sql.SQL("select count(*) from {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+        ).fetchone()
+        counts[table] = int(row[0]) if row else 0
+    return counts
+
+
+def _require_ledger(conn: psycopg.Connection) -> None:
+    if not db.table_exists(conn, "migration", "runs"):
+        raise TargetSchemaMissing(
+            "target has no ledger (migration.runs): run `circuit-migrate schema apply` first",
+            missing=["migration.runs"],
+        )
+
+
+def _review(conn: psycopg.Connection, run_id: str, schema: str) -> pl.DataFrame:
+    run = sql.Literal(run_id)
+    tables: sql.Composable
+    configs: sql.Composable
+    if not all(db.table_exists(conn, schema, t) for t in TARGET_TABLES):
+        tables = sql.SQL(
+            "(select null::uuid as id, null::uuid as user_id, null::text as model_id,"
+            " null::text as tag_name where false)"
+        )
+        configs = sql.SQL("(select null::uuid as id, null::text as name where false)")
+    else:
+        tables = sql.SQL("{}.tagged_models").format(sql.Identifier(schema))
+        configs = sql.SQL("{}.circuit_configurations").format(sql.Identifier(schema))
+    links = copy_frame(
+        conn,
+        sql.SQL(
+            "select l.tagged_model_id::text, l.circuit_config_id::text, l.method,"
+            " l.confidence::float8, t.user_id::text, t.model_id, t.tag_name, l.evidence::text"
+            " from migration.links l left join {tables} t on t.id = l.tagged_model_id"
+            " where l.run_id = {run} and l.needs_review"
+            " order by t.user_id nulls last, l.tagged_model_id"
+        ).format(tables=tables, run=run),
+        REVIEW_LINKS,
+    )
+    names = copy_frame(
+        conn,
+        sql.SQL(
+            "select c.id::text, c.name from {configs} c where c.id in ("
+            " select l.circuit_config_id from migration.links l"
+            "  where l.run_id = {run} and l.needs_review"
+            " union select (e->>'id')::uuid from migration.links l,"
+            "  jsonb_array_elements(case when jsonb_typeof(l.evidence->'top') = 'array'"
+            "   then l.evidence->'top' else '[]'::jsonb end) e"
+            "  where l.run_id = {run} and l.needs_review and e->>'id' is not null)"
+        ).format(configs=configs, run=run),
+        CONFIG_NAMES,
+    )
+    return review_frame(links, names)
+
+
+def read_run(conn: psycopg.Connection, run_id: str, *, lists: bool = True) -> RunData:
+    """Everything the report of ``run_id`` needs, read in bulk; the quarantine and review
+    lists only when ``lists``."""
+    _require_ledger(conn)
+    record = ledger.get_run(conn, run_id)
+    run_id = record.run_id
+    times = conn.execute(
+        "select started_at, finished_at from migration.runs where run_id = %s", [run_id]
+    ).fetchone()
+    started, finished = times if times else (None, None)
+    rows = conn.execute(
+        "select batch_no, status, attempts, error, coalesce(counts, '{}'::jsonb),"
+        " extract(epoch from finished_at - started_at)::float8, started_at, finished_at"
+        " from migration.batches where run_id = %s order by batch_no",
+        [run_id],
+    ).fetchall()
+    schema = str(record.options.get("target_schema") or "public")
+    facts = RunFacts(
+        started_at=started,
+        finished_at=finished,
+        options=record.options,
+        target_rows=_target_rows(conn, schema),
+        links=_grouped(
+            conn,
+            "select method, confidence::float8, needs_review, count(*) from migration.links"
+            " where run_id = %s group by 1, 2, 3 order by 1, 2, 3",
+            run_id,
+            LINK_GROUPS,
+        ),
+        quarantine=_grouped(
+            conn,
+            "select source_table, reason, count(*) from migration.quarantine"
+            " where run_id = %s group by 1, 2 order by 1, 2",
+            run_id,
+            QUARANTINE_GROUPS,
+        ),
+        repairs=_grouped(
+            conn,
+            "select source_table, kind, field, count(*) from migration.repairs"
+            " where run_id = %s group by 1, 2, 3 order by 1, 2, 3",
+            run_id,
+            REPAIR_GROUPS,
+        ),
+    )
+    report = run_report(
+        run_id, record.status, record.dry_run, [BatchRow(*row) for row in rows], facts
+    )
+    quarantine = pl.DataFrame(schema=dict(QUARANTINE_ROWS))
+    review = review_frame(
+        pl.DataFrame(schema=dict(REVIEW_LINKS)), pl.DataFrame(schema=dict(CONFIG_NAMES))
+    )
+    if lists:
+        quarantine = quarantine_frame(
+            copy_frame(
+                conn,
+                sql.SQL(
+                    "select source_table, source_id, reason, detail, payload::text"
+                    " from migration.quarantine where run_id = {} order by 1, 2"
+                ).format(sql.Literal(run_id)),
+                QUARANTINE_ROWS,
+            )
+        )
+        review = _review(conn, run_id, schema)
+    return RunData(report, quarantine, review, schema)
 
 
 def write_run_report(target_url: str, run_id: str, report_dir: Path) -> Path:
-    """Write ``report.json`` and ``report.md`` under ``report_dir/run_id``; returns the folder."""
+    """Write the run's report files under ``report_dir/run_id``; returns the folder."""
     with db.connect(target_url, autocommit=True) as conn:
-        record = ledger.get_run(conn, run_id)
-        rows = conn.execute(
-            "select batch_no, status, attempts, error, coalesce(counts, '{}'::jsonb),"
-            " extract(epoch from finished_at - started_at)::float8"
-            " from migration.batches where run_id = %s order by batch_no",
-            [run_id],
-        ).fetchall()
-    batches = [BatchRow(*row) for row in rows]
-    report = run_report(record.run_id, record.status, record.dry_run, batches)
-    folder = report_dir / record.run_id
+        data = read_run(conn, run_id)
+    report = data.report
+    folder = report_dir / report["run_id"]
     folder.mkdir(parents=True, exist_ok=True)
+    review = _kept_review(report, folder / "review.csv")
+    report["links"]["review_list"] = "ledger" if review is None else "kept review.csv"
+    review = data.review if review is None else review
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (folder / "report.md").write_text(render_markdown(report))
+    (folder / "report.html").write_text(render_html(report, review))
+    data.quarantine.write_csv(folder / "quarantine.csv")
+    review.write_csv(folder / "review.csv")
     return folder
+
+
+def _kept_review(report: Mapping[str, Any], path: Path) -> pl.DataFrame | None:
+    """The review list written when the run's links were all in the ledger, once a later run
+    has re-linked some of them (the ledger keeps one decision per model); else None."""
+    links = report["links"]
+    if links["recorded_needs_review"] >= links["needs_review"] or not path.is_file():
+        return None
+    try:
+        kept = pl.read_csv(path, schema=dict(REVIEW))
+    except (pl.exceptions.PolarsError, OSError):
+        return None  # not ours any more: render from the ledger
+    return kept if kept.height > links["recorded_needs_review"] else None
+
+
+def publish_report_artifacts(target_url: str, run_id: str) -> None:
+    """Publish the run's report.md as a Prefect markdown artifact and its batches as a table
+    artifact (call inside the flow). A failure is logged, never raised: the files are the
+    record, the artifacts a view."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.exceptions import MissingContextError
+
+    try:
+        with db.connect(target_url, autocommit=True) as conn:
+            report = read_run(conn, run_id, lists=False).report
+        create_markdown_artifact(
+            markdown=render_markdown(report),
+            key=MARKDOWN_ARTIFACT_KEY,
+            description=f"Reconciliation of migration run {report['run_id']}",
+        )
+        create_table_artifact(
+            table=[
+                {k: v for k, v in batch.items() if k != "timings"} for batch in report["batch_list"]
+            ],
+            key=BATCHES_ARTIFACT_KEY,
+            description=f"Batches of migration run {report['run_id']}",
+        )
+    except Exception as exc:  # the artifacts are a courtesy: never fail the run for them
+        try:
+            logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
+        except MissingContextError:
+            logger = logging.getLogger(__name__)
+        logger.warning(
+            "report artifacts not published: %s", db.redact(f"{type(exc).__name__}: {exc}")
+        )
+
+
+def _flagged(conn: psycopg.Connection, run_id: str) -> pl.DataFrame:
+    rows = conn.execute(
+        "select tagged_model_id::text, circuit_config_id::text, method, confidence::float8"
+        " from migration.links where run_id = %s and needs_review",
+        [run_id],
+    ).fetchall()
+    return pl.DataFrame(rows, schema=dict(FLAGGED), orient="row")
+
+
+def _quarantine_keys(conn: psycopg.Connection, run_id: str) -> pl.DataFrame:
+    return copy_frame(
+        conn,
+        sql.SQL(
+            "select source_table, source_id, reason, detail from migration.quarantine"
+            " where run_id = {}"
+        ).format(sql.Literal(run_id)),
+        QUARANTINE_KEYS,
+    )
+
+
+def _flagged_of(
+    conn: psycopg.Connection, report: Mapping[str, Any], report_dir: Path
+) -> tuple[pl.DataFrame, bool]:
+    """The run's flagged links: from the ledger while it still holds them all, else from the
+    review.csv written after the run (a later run re-links models and takes their rows)."""
+    links = report["links"]
+    flagged = _flagged(conn, report["run_id"])
+    if flagged.height >= links["needs_review"]:
+        return flagged, True
+    saved = report_dir / report["run_id"] / "review.csv"
+    try:
+        frame = pl.read_csv(saved, columns=list(FLAGGED), schema_overrides=dict(FLAGGED))
+    except (pl.exceptions.PolarsError, OSError):  # none, or not ours any more
+        return flagged, False
+    return frame, frame.height >= links["needs_review"]
+
+
+def compare_reports(
+    target_url: str, run_id: str, other_run_id: str, report_dir: Path
+) -> tuple[dict[str, Any], Path]:
+    """What changed from ``other_run_id`` to ``run_id``; written to
+    ``report_dir/run_id/compare-<other>.json``. Returns the document and its path."""
+    with db.connect(target_url, autocommit=True) as conn:
+        this = read_run(conn, run_id, lists=False).report
+        other = read_run(conn, other_run_id, lists=False).report
+        flagged_this, complete_this = _flagged_of(conn, this, report_dir)
+        flagged_other, complete_other = _flagged_of(conn, other, report_dir)
+        comparison = compare_runs(
+            this,
+            other,
+            _quarantine_keys(conn, this["run_id"]),
+            _quarantine_keys(conn, other["run_id"]),
+            flagged_this,
+            flagged_other,
+            flagged_complete=complete_this and complete_other,
+        )
+    folder = report_dir / this["run_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"compare-{other['run_id']}.json"
+    path.write_text(json.dumps(comparison, indent=2, default=str) + "\n")
+    return comparison, path
+
+
+def _signed(value: int | None) -> str:
+    return "" if value is None else f"{value:+d}" if value else "0"
+
+
+def comparison_tables(comparison: Mapping[str, Any], rows_shown: int = 20) -> list[Table]:
+    """The comparison as rich tables: counts that changed, then the row-level changes."""
+    counts = Table(
+        "what",
+        "other run",
+        "this run",
+        "change",
+        title=f"run {comparison['run_id']} against {comparison['other_run_id']}",
+    )
+
+    def add(what: str, delta: Mapping[str, Any], always: bool = False) -> None:
+        if always or delta["change"]:
+            counts.add_row(
+                what,
+                "" if delta["other"] is None else str(delta["other"]),
+                "" if delta["this"] is None else str(delta["this"]),
+                _signed(delta["change"]),
+            )
+
+    status = comparison["status"]
+    counts.add_row("status", status["other"], status["this"], "")
+    for table, keys in comparison["tables"].items():
+        for key, delta in keys.items():
+            add(f"{table}.{key}", delta, always=key == "source")
+    for table, keys in comparison["targets"].items():
+        for key, delta in keys.items():
+            add(f"target {table}.{key}", delta)
+    for method, delta in comparison["links"]["by_method"].items():
+        add(f"links by {method}", delta)
+    add("links needing review", comparison["links"]["needs_review"], always=True)
+    for why, delta in comparison["quarantine"]["by_reason"].items():
+        add(f"quarantined: {why}", delta)
+    add("quarantined", comparison["quarantine"]["total"], always=True)
+
+    changes = Table(title="rows that changed")
+    changes.add_column("change", no_wrap=True)
+    changes.add_column("table")
+    changes.add_column("id", no_wrap=True, min_width=36)
+    changes.add_column("reason / link")
+    quarantine = comparison["quarantine"]
+    flagged = comparison["flagged_links"]
+
+    def reason(q: Mapping[str, Any]) -> str:
+        return f"{q['reason']}: {q['detail']}" if q.get("detail") else str(q["reason"])
+
+    listed = [
+        *[
+            ("newly quarantined", q["source_table"], q["source_id"], reason(q))
+            for q in quarantine["new"]
+        ],
+        *[
+            ("no longer quarantined", q["source_table"], q["source_id"], reason(q))
+            for q in quarantine["gone"]
+        ],
+        *[
+            (
+                "reason changed",
+                q["source_table"],
+                q["source_id"],
+                f"{q['other_reason']} -> {q['reason']}",
+            )
+            for q in quarantine["reason_changed"]
+        ],
+        *[
+            (
+                "newly flagged",
+                "tagged_models",
+                f["tagged_model_id"],
+                f"{f['method']} {f['confidence']:.2f}",
+            )
+            for f in flagged["new"]
+        ],
+        *[
+            ("no longer flagged", "tagged_models", f["tagged_model_id"], f["method"])
+            for f in flagged["gone"]
+        ],
+    ]
+    for row in listed[:rows_shown]:
+        changes.add_row(*[str(v) if v is not None else "" for v in row])
+    if len(listed) > rows_shown:
+        changes.caption = f"{len(listed) - rows_shown} more in the comparison file"
+    if not flagged["complete"]:
+        changes.caption = (changes.caption or "") + (
+            " (flagged links of a run a later run re-linked are unknown: no review.csv of it)"
+        )
+    return [counts, changes]

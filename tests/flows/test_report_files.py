@@ -1,0 +1,320 @@
+"""Report files against a real PostgreSQL and Prefect: figures equal straight database counts,
+valid HTML, the review file round-trips as overrides, and compare sees a damaged row.
+
+One module fixture runs the story through the CLI: run 1 on data with twin configurations
+(ambiguous links), run 2 with an edited review.csv as overrides, a legacy row damaged, run 3,
+then ``report RUN3 --compare RUN2``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.report_files import BATCHES_ARTIFACT_KEY, MARKDOWN_ARTIFACT_KEY
+from reports.html import SECTIONS
+from reports.reconcile import REPORT_FILES
+from tests.reports.htmlcheck import html5_errors, section_ids
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+USERS, SEED = 60, 11
+
+
+def query(url: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params or []).fetchall()
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def last_run(url: str) -> str:
+    return str(
+        query(url, "select run_id::text from migration.runs order by started_at desc limit 1")[0][0]
+    )
+
+
+@dataclass(frozen=True)
+class Story:
+    url: str
+    reports: Path
+    runs: tuple[str, str, str]
+    edited_model: str
+    chosen: str
+    left_open: tuple[str, ...]
+    damaged: str
+    compare_output: str
+
+    def report(self, run: int) -> dict[str, Any]:
+        return dict(json.loads((self.reports / self.runs[run] / "report.json").read_text()))
+
+
+def add_twins(url: str) -> None:
+    """Copy every circuit of the two users with most tagged models under another name: their
+    models then match two configurations equally well and need review."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "insert into legacy.user_profiles (id, user_id, name, description, parameters,"
+            " grid_size, min_freq, max_freq, num_points, is_computed, created_at, updated_at)"
+            " select gen_random_uuid(), user_id, name || ' (twin)', description, parameters,"
+            " grid_size, min_freq, max_freq, num_points, is_computed, created_at, updated_at"
+            " from legacy.user_profiles where user_id in (select user_id from"
+            " legacy.tagged_models where user_id is not null group by user_id"
+            " order by count(*) desc, user_id limit 2)"
+        )
+
+
+@pytest.fixture(scope="module")
+def story(seeded_db: Callable[[int, int], str], tmp_path_factory: pytest.TempPathFactory) -> Story:
+    url = seeded_db(USERS, SEED)
+    add_twins(url)
+    reports = tmp_path_factory.mktemp("reports")
+    common = ["--source-url", url, "--target-url", url, "--source-schema", "legacy"]
+    common += ["--batch-size", "20", "--report-dir", str(reports)]
+    cli("run", *common)
+    run1 = last_run(url)
+
+    review = pl.read_csv(reports / run1 / "review.csv", infer_schema=False)
+    assert review.height >= 2, "the twins should give links to review"
+    row = review.filter(pl.col("candidate_2_id").is_not_null()).row(0, named=True)
+    edited = review.with_columns(
+        pl.when(pl.col("tagged_model_id") == row["tagged_model_id"])
+        .then(pl.col("candidate_2_id"))
+        .otherwise(pl.lit(""))  # left open: not an override
+        .alias("circuit_config_id")
+    )
+    overrides = reports / "overrides.csv"
+    edited.write_csv(overrides)
+    cli("run", *common, "--link-overrides", str(overrides))
+    run2 = last_run(url)
+
+    # damage a legacy tagged model that run 2 migrated without doubt
+    damaged = query(
+        url,
+        "select t.id::text from public.tagged_models t join migration.links l"
+        " on l.tagged_model_id = t.id where not l.needs_review and l.method = 'resnorm'"
+        " order by t.id limit 1",
+    )[0][0]
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "update legacy.tagged_models set circuit_parameters = '{\"Rsh\": -5}' where id = %s",
+            [damaged],
+        )
+    cli("run", *common, "--link-overrides", str(overrides))
+    run3 = last_run(url)
+    output = cli(
+        "report", run3, "--target-url", url, "--report-dir", str(reports), "--compare", run2
+    )
+    left_open = tuple(m for m in review["tagged_model_id"].to_list() if m != row["tagged_model_id"])
+    return Story(
+        url,
+        reports,
+        (run1, run2, run3),
+        row["tagged_model_id"],
+        row["candidate_2_id"],
+        left_open,
+        damaged,
+        output,
+    )
+
+
+def test_every_file_is_written_per_run(story: Story) -> None:
+    for run in story.runs:
+        assert sorted(
+            p.name for p in (story.reports / run).iterdir() if "compare" not in p.name
+        ) == sorted(REPORT_FILES)
+    assert (story.reports / story.runs[2] / f"compare-{story.runs[1]}.json").is_file()
+
+
+def test_report_figures_equal_database_counts(story: Story) -> None:
+    url, run = story.url, story.runs[2]
+    report = story.report(2)
+    one = lambda sql: query(url, sql, [run])[0][0]  # noqa: E731
+    source = {
+        table: query(url, f"select count(*) from legacy.{table}")[0][0]
+        for table in ("user_profiles", "tagged_models", "user_sessions")
+    }
+    source["saved_profiles"] = query(
+        url,
+        "select coalesce(sum(case when jsonb_typeof(saved_profiles) = 'array'"
+        " then jsonb_array_length(saved_profiles) when saved_profiles is null then 0"
+        " else 1 end), 0) from legacy.user_sessions",
+    )[0][0]
+    quarantined = dict(
+        query(
+            url,
+            "select source_table, count(*) from migration.quarantine where run_id = %s group by 1",
+            [run],
+        )
+    )
+    merged = dict(
+        query(
+            url,
+            "select source_table, count(*) from migration.id_map where run_id = %s"
+            " and outcome = 'merged' group by 1",
+            [run],
+        )
+    )
+    for table, counts in report["tables"].items():
+        assert counts["source"] == source[table], table
+        assert counts["quarantined"] == quarantined.get(table, 0), table
+        assert counts["merged"] == merged.get(table, 0), table
+    for table in ("tagged_models", "user_sessions"):  # every migrated row keeps its id
+        held = query(url, f"select count(*) from public.{table}")[0][0]
+        assert report["tables"][table]["migrated"] == held
+    for table, t in report["targets"].items():
+        held = query(url, f"select count(*) from public.{table}")[0][0]
+        assert t == {"expected": held, "actual": held, "match": True}, table
+    by_method = dict(
+        query(
+            url, "select method, count(*) from migration.links where run_id = %s group by 1", [run]
+        )
+    )
+    assert report["links"]["by_method"] == by_method
+    assert report["links"]["needs_review"] == one(
+        "select count(*) from migration.links where run_id = %s and needs_review"
+    )
+    histogram = sum(h["links"] for h in report["links"]["confidence_histogram"])
+    assert histogram == one("select count(*) from migration.links where run_id = %s")
+    reasons = dict(
+        query(
+            url,
+            "select reason, count(*) from migration.quarantine where run_id = %s group by 1",
+            [run],
+        )
+    )
+    assert report["quarantine"]["by_reason"] == reasons
+    kinds = dict(
+        query(
+            url, "select kind, count(*) from migration.repairs where run_id = %s group by 1", [run]
+        )
+    )
+    assert report["repairs"]["by_kind"] == kinds
+    statuses = dict(
+        query(
+            url,
+            "select status, count(*) from migration.batches where run_id = %s group by 1",
+            [run],
+        )
+    )
+    assert report["batches"] == {
+        "total": sum(statuses.values()),
+        "succeeded": statuses.get("succeeded", 0),
+        "failed": statuses.get("failed", 0),
+    }
+    folder = story.reports / run
+    quarantine_csv = pl.read_csv(folder / "quarantine.csv", infer_schema=False)
+    assert quarantine_csv.height == sum(quarantined.values())
+    assert quarantine_csv.columns == ["source_table", "source_id", "reason", "detail", "payload"]
+    assert pl.read_csv(folder / "review.csv").height == report["links"]["needs_review"]
+    assert report["verdict"]["level"] == "review" and report["accounting_balanced"]
+
+
+def test_report_html_is_valid_html5_with_every_section(story: Story) -> None:
+    page = (story.reports / story.runs[2] / "report.html").read_text()
+    assert html5_errors(page) == []
+    assert {key for key, _ in SECTIONS} <= section_ids(page)
+    assert story.left_open[0] in page  # the review list names the flagged models
+
+
+def test_review_csv_round_trips_as_overrides(story: Story) -> None:
+    url = story.url
+    link = query(
+        url,
+        "select circuit_config_id::text, method, needs_review from migration.links"
+        " where tagged_model_id = %s",
+        [story.edited_model],
+    )
+    assert link == [(story.chosen, "override", False)]
+    target = query(
+        url,
+        "select circuit_config_id::text from public.tagged_models where id = %s",
+        [story.edited_model],
+    )
+    assert target == [(story.chosen,)]
+    assert story.report(1)["links"]["by_method"].get("override") == 1
+    # rows left empty are no override: still flagged, still listed
+    still = query(
+        url,
+        "select count(*) from migration.links"
+        " where needs_review and tagged_model_id::text = any(%s)",
+        [list(story.left_open)],
+    )
+    assert still == [(len(story.left_open),)]
+    review2 = pl.read_csv(story.reports / story.runs[1] / "review.csv", infer_schema=False)
+    assert story.edited_model not in review2["tagged_model_id"].to_list()
+
+
+def test_compare_reports_the_newly_quarantined_row(story: Story) -> None:
+    path = story.reports / story.runs[2] / f"compare-{story.runs[1]}.json"
+    comparison = json.loads(path.read_text())
+    assert comparison["run_id"] == story.runs[2]
+    assert comparison["other_run_id"] == story.runs[1]
+    new = comparison["quarantine"]["new"]
+    assert [(q["source_table"], q["source_id"], q["reason"]) for q in new] == [
+        ("tagged_models", story.damaged, "invalid_parameters")
+    ]
+    assert comparison["quarantine"]["gone"] == []
+    assert comparison["tables"]["tagged_models"]["quarantined"]["change"] == 1
+    assert comparison["tables"]["tagged_models"]["migrated"]["change"] == -1
+    assert comparison["targets"]["tagged_models"]["actual"]["change"] is not None
+    assert comparison["flagged_links"]["new"] == []
+    assert "newly quarantined" in story.compare_output
+    assert story.damaged in story.compare_output
+
+
+def test_compare_uses_the_older_review_file_for_superseded_links(story: Story) -> None:
+    # run 1's flagged links were re-linked by later runs: their list comes from its review.csv
+    output = cli(
+        "report", story.runs[1], "--target-url", story.url, "--report-dir", str(story.reports),
+        "--compare", story.runs[0],
+    )  # fmt: skip
+    comparison = json.loads(
+        (story.reports / story.runs[1] / f"compare-{story.runs[0]}.json").read_text()
+    )
+    assert comparison["flagged_links"]["complete"] is True
+    gone = [f["tagged_model_id"] for f in comparison["flagged_links"]["gone"]]
+    assert gone == [story.edited_model]
+    assert "no longer flagged" in output
+
+
+def test_rerendering_gives_the_same_report(story: Story) -> None:
+    folder = story.reports / story.runs[2]
+    before = {name: (folder / name).read_bytes() for name in REPORT_FILES}
+    cli("report", story.runs[2], "--target-url", story.url, "--report-dir", str(story.reports))
+    after = {name: (folder / name).read_bytes() for name in REPORT_FILES}
+    assert after == before
+
+
+def test_markdown_and_batch_table_are_prefect_artifacts(story: Story) -> None:
+    with get_client(sync_client=True) as client:
+        markdown = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[MARKDOWN_ARTIFACT_KEY]))
+        )
+        tables = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[BATCHES_ARTIFACT_KEY]))
+        )
+    texts = [str(a.data) for a in markdown]
+    for run in story.runs:
+        assert sum(f"# Migration run {run}\n" in t for t in texts) == 1, run
+    # run 1's report.md has not been re-rendered since: the artifact is the file
+    first = (story.reports / story.runs[0] / "report.md").read_text()
+    assert first in texts
+    assert len(tables) >= 3 and all(a.type == "table" for a in tables)
+    batches = story.report(2)["batches"]["total"]
+    assert any(len(json.loads(str(a.data))) == batches for a in tables)
