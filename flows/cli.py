@@ -260,12 +260,15 @@ def _execute(
         f"{len(summary.batches) - summary.failed} of {len(summary.batches)} batches succeeded"
         + (" (dry run: target tables untouched)" if options.dry_run else "")
     )
-    out.print(f"report: {folder / 'report.json'}")
+    out.print(f"report: {folder}/ (report.md first; report.html in a browser)", soft_wrap=True)
     if summary.failed:
         for batch in summary.batches:
             if batch.status != "succeeded":
                 err.print(f"  batch {batch.batch_no} failed: {batch.error}", soft_wrap=True)
-        err.print(f"re-run the failed batches with: circuit-migrate retry {summary.run_id}")
+        err.print(
+            f"re-run the failed batches with: circuit-migrate retry {summary.run_id}",
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -363,6 +366,8 @@ def demo(
 
     from flows.demo import elapsed, embedded_server, fresh_database, prepare
     from flows.migrate import RunOptions
+    from flows.verify import verify as run_verify
+    from reports.verification import summary_lines
 
     start = time.perf_counter()
     server = nullcontext(target_url) if target_url else embedded_server(Path(".demo") / "postgres")
@@ -377,6 +382,11 @@ def demo(
         )
         options = RunOptions(source_schema="legacy", batch_size=batch_size, concurrency=concurrency)
         _execute(url, url, options, report_dir)
+        result = run_verify(url, url, source_schema="legacy")
+        for line in summary_lines(result):
+            (out if result.ok else err).print(line, soft_wrap=True, markup=False)
+        if not result.ok:
+            raise typer.Exit(ReconciliationMismatch.exit_code)
     out.print(f"demo finished in {elapsed(start)}")
 
 
