@@ -128,7 +128,9 @@ def test_dry_run_writes_no_target_row(seeded_db: Callable[[int, int], str]) -> N
 
 
 def test_failing_batch_is_recorded_and_retry_completes_it(
-    seeded_db: Callable[[int, int], str], clean_run: tuple[str, str, dict[str, str]]
+    seeded_db: Callable[[int, int], str],
+    clean_run: tuple[str, str, dict[str, str]],
+    tmp_path: Path,
 ) -> None:
     url = seeded_db(USERS, SEED)
     victim = ledger(url, "select min(user_id::text) from legacy.user_profiles")[0][0]
@@ -153,7 +155,7 @@ def test_failing_batch_is_recorded_and_retry_completes_it(
             "--batch-size",
             "25",
             "--report-dir",
-            "/tmp/cm-test-reports",
+            str(tmp_path),
         ],
     )
     assert result.exit_code == 1, result.output
@@ -180,7 +182,7 @@ def test_failing_batch_is_recorded_and_retry_completes_it(
             "--target-url",
             url,
             "--report-dir",
-            "/tmp/cm-test-reports",
+            str(tmp_path),
         ],
     )
     assert result.exit_code == 0, result.output
