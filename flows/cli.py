@@ -172,6 +172,22 @@ SourceUrl = Annotated[
 ]
 
 
+TaskRunnerOption = Annotated[
+    str,
+    typer.Option(
+        "--task-runner",
+        help="Where batch tasks run: thread (a local thread pool) or dask (the dask extra).",
+    ),
+]
+DaskAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dask-address",
+        help="With --task-runner dask: a scheduler, tcp://HOST:PORT [default: a local cluster].",
+    ),
+]
+
+
 @app.command("run")
 @clean_errors
 def run(
@@ -191,8 +207,19 @@ def run(
     report_dir: Annotated[Path, typer.Option(help="Where the run's report folder goes.")] = Path(
         "migration-reports"
     ),
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental/--full",
+            help="Only users whose legacy data changed, new or deleted since they were last "
+            "loaded (--incremental), or every user (--full).",
+        ),
+    ] = False,
+    task_runner: TaskRunnerOption = "thread",
+    dask_address: DaskAddressOption = None,
 ) -> None:
-    """Migrate every legacy user to the target; exit 0 only when no batch failed."""
+    """Migrate every legacy user to the target; exit 0 only when no batch failed, 6 when
+    another run holds the target's run lock."""
     from flows.migrate import RunOptions  # Prefect loads only for the commands that run flows
 
     settings = load_settings(
@@ -208,6 +235,9 @@ def run(
         concurrency=concurrency,
         dry_run=dry_run,
         link_overrides=str(link_overrides) if link_overrides else None,
+        incremental=incremental,
+        task_runner=task_runner,
+        dask_address=dask_address,
     )
     _execute(settings.source_url(), settings.target_url(), options, report_dir)
 
@@ -222,6 +252,8 @@ def retry(
     report_dir: Annotated[Path, typer.Option(help="Where the run's report folder goes.")] = Path(
         "migration-reports"
     ),
+    task_runner: TaskRunnerOption = "thread",
+    dask_address: DaskAddressOption = None,
 ) -> None:
     """Re-run the run's failed batches, and those a killed process left pending or running."""
     from flows.migrate import RunOptions
@@ -237,6 +269,7 @@ def retry(
         return
     known = {k: v for k, v in record.options.items() if k in RunOptions.__dataclass_fields__}
     options = RunOptions(**known)
+    options = replace(options, task_runner=task_runner, dask_address=dask_address)
     if concurrency:
         options = replace(options, concurrency=concurrency)
     _execute(settings.source_url(), target, options, report_dir, run_id=record.run_id)
@@ -260,6 +293,11 @@ def _execute(
         f"{len(summary.batches) - summary.failed} of {len(summary.batches)} batches succeeded"
         + (" (dry run: target tables untouched)" if options.dry_run else "")
     )
+    if summary.plan.get("mode") == "incremental":
+        out.print(
+            f"incremental: {summary.plan.get('users_planned', 0)} users re-synced, "
+            f"{summary.plan.get('users_unchanged', 0)} unchanged and skipped"
+        )
     out.print(f"report: {folder}/ (report.md first; report.html in a browser)", soft_wrap=True)
     if summary.failed:
         for batch in summary.batches:
@@ -421,6 +459,151 @@ def report(
         for table in comparison_tables(comparison):
             out.print(table)
         out.print(f"comparison: {path}", soft_wrap=True)
+
+
+@app.command("serve")
+@clean_errors
+def serve(
+    cron: Annotated[
+        str | None, typer.Option("--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).')
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option("--interval", min=1, help="Seconds between runs.")
+    ] = None,
+    source_url: SourceUrl = None,
+    target_url: TargetUrl = None,
+    source_schema: SourceSchema = None,
+    target_schema: TargetSchema = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per batch.")] = 500,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batches loaded at once.")] = 4,
+    link_overrides: Annotated[
+        Path | None,
+        typer.Option(help="CSV tagged_model_id,circuit_config_id (an edited review.csv)."),
+    ] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where each run's report folder goes.")] = Path(
+        "migration-reports"
+    ),
+    name: Annotated[str, typer.Option(help="Name of the Prefect deployment.")] = "circuit-migrate",
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental/--full",
+            help="Each run re-syncs only the users whose legacy data changed (--incremental), "
+            "or every user (--full).",
+        ),
+    ] = True,
+) -> None:
+    """Serve the migration as a Prefect deployment on a schedule, until interrupted. The URLs
+    stay in this process's environment for its runs; Prefect never stores them."""
+    import os
+
+    from flows.migrate import RunOptions, preflight
+    from flows.serve import ScheduleOptions, build_deployment, serve_deployment
+
+    settings = load_settings(
+        source_database_url=source_url,
+        target_database_url=target_url,
+        source_schema=source_schema,
+        target_schema=target_schema,
+    )
+    source, target = settings.source_url(), settings.target_url()
+    overrides = str(link_overrides.resolve()) if link_overrides else None
+    schedule = ScheduleOptions(
+        source_schema=settings.source_schema,
+        target_schema=settings.target_schema,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        link_overrides=overrides,
+        report_dir=str(report_dir.resolve()),
+        incremental=incremental,
+    )
+    deployment = build_deployment(cron=cron, interval=interval, options=schedule, name=name)
+    preflight(
+        source,
+        target,
+        RunOptions(
+            source_schema=settings.source_schema,
+            target_schema=settings.target_schema,
+            link_overrides=overrides,
+        ),
+    )
+    os.environ["SOURCE_DATABASE_URL"] = source  # inherited by the flow runs this process starts
+    os.environ["TARGET_DATABASE_URL"] = target
+    every = f"cron {cron!r}" if cron else f"every {interval:g} s"
+    mode = "incremental" if incremental else "full"
+    out.print(
+        f"serving deployment scheduled-migrate/{name} ({every}, {mode} runs) from "
+        f"{db.redact(source)} to {db.redact(target)}; Ctrl-C stops it",
+        soft_wrap=True,
+    )
+    serve_deployment(deployment)
+
+
+@app.command("cleanup")
+@clean_errors
+def cleanup(
+    source_url: SourceUrl = None,
+    target_url: TargetUrl = None,
+    source_schema: SourceSchema = None,
+    target_schema: TargetSchema = None,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Do it (without: only say what would be done).")
+    ] = False,
+    drop: Annotated[
+        bool, typer.Option("--drop", help="With --confirm: drop the archived legacy tables.")
+    ] = False,
+) -> None:
+    """Retire the legacy tables, only after a clean run that verify confirms now: --confirm
+    moves them into schema legacy_archive (undo: restore-legacy), --drop --confirm drops them."""
+    from flows.cleanup import ARCHIVE_SCHEMA
+    from flows.cleanup import cleanup as run_cleanup
+
+    settings = load_settings(
+        source_database_url=source_url,
+        target_database_url=target_url,
+        source_schema=source_schema,
+        target_schema=target_schema,
+    )
+    result = run_cleanup(
+        settings.source_url(),
+        settings.target_url(),
+        source_schema=settings.source_schema,
+        target_schema=settings.target_schema,
+        confirm=confirm,
+        drop=drop,
+    )
+    out.print(
+        f"guard passed: run {result.run_id} finished with every batch succeeded and verify "
+        f"passes ({result.users_checked} users checked)",
+        soft_wrap=True,
+    )
+    if not result.steps:
+        out.print(
+            f"the legacy tables are already in schema {ARCHIVE_SCHEMA}: nothing to do"
+            " (--drop --confirm drops them; restore-legacy moves them back)",
+            soft_wrap=True,
+        )
+    elif result.done:
+        for step in result.steps:
+            out.print(f"done: {step}", soft_wrap=True)
+        if not drop:
+            out.print("undo with: circuit-migrate restore-legacy", soft_wrap=True)
+    else:
+        for step in result.steps:
+            out.print(f"would {step}", soft_wrap=True)
+        out.print("nothing changed: add --confirm to do it", soft_wrap=True)
+
+
+@app.command("restore-legacy")
+@clean_errors
+def restore_legacy(source_url: SourceUrl = None) -> None:
+    """Undo cleanup --confirm: move the archived legacy tables back to the schema they came
+    from (refuses to overwrite)."""
+    from flows.cleanup import restore_legacy as run_restore
+
+    url = load_settings(source_database_url=source_url).source_url()
+    schema, moved = run_restore(url)
+    out.print(f"moved {', '.join(moved)} (back into schema {schema})", soft_wrap=True)
 
 
 def main() -> None:

@@ -10,9 +10,11 @@ one last batch of their own (``user_key is null``), where the transforms quarant
 
 from __future__ import annotations
 
+import bisect
 import io
-from collections.abc import Mapping
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import polars as pl
 import psycopg
@@ -27,17 +29,38 @@ LEGACY_TABLE_NAMES = ("user_sessions", "tagged_models", "user_profiles")
 
 @dataclass(frozen=True)
 class BatchRange:
-    """A batch: user keys from ``user_from`` to ``user_to`` (inclusive); both None = orphans."""
+    """A batch: user keys from ``user_from`` to ``user_to`` (inclusive); both None = orphans.
+
+    With ``user_keys`` (an incremental run) the batch is exactly those keys, and the bounds
+    are only their smallest and largest. ``digests`` carries the legacy digest of each user
+    of the batch (:func:`user_digests`), written with its load."""
 
     batch_no: int
     user_from: str | None
     user_to: str | None
     users: int
+    user_keys: tuple[str, ...] | None = None
+    digests: tuple[tuple[str, str], ...] = ()
 
     @property
     def orphans(self) -> bool:
         """Whether this is the batch of rows that name no user at all."""
-        return self.user_from is None
+        return self.user_from is None and self.user_keys is None
+
+    def key_filter(self) -> sql.Composable:
+        """SQL condition on a user-key expression: what this batch owns."""
+        if self.user_keys is not None:
+            return sql.SQL("= any({}::uuid[])").format(sql.Literal(uuid_array(self.user_keys)))
+        if self.orphans:
+            return sql.SQL("is null")
+        return sql.SQL("between {}::uuid and {}::uuid").format(
+            sql.Literal(self.user_from), sql.Literal(self.user_to)
+        )
+
+
+def uuid_array(keys: Iterable[str]) -> str:
+    """A PostgreSQL array literal of uuids (``{a,b}``) for ``= any(%s::uuid[])``."""
+    return "{" + ",".join(str(uuid.UUID(k)) for k in keys) + "}"
 
 
 def _user_keys(schema: str) -> sql.Composed:
@@ -133,6 +156,107 @@ def plan_batches(conn: psycopg.Connection, schema: str, batch_size: int) -> list
     if row and row[0]:
         batches.append(BatchRange(len(batches) + 1, None, None, 0))
     return batches
+
+
+def user_digests(conn: psycopg.Connection, schema: str) -> dict[str, str]:
+    """Per user key: md5 over the user's legacy rows (all three tables, ordered by table and
+    id, each as its row text) and their ``auth.users`` row. Any change to what a user's batch
+    would read changes the digest."""
+    s = sql.Identifier(schema)
+    query = sql.SQL(
+        """
+        with keys as ({keys}),
+        body as (
+          select k.user_key, k.source_table, k.id, x::text as row_text
+            from keys k join {s}.user_sessions x on x.id = k.id
+           where k.source_table = 'user_sessions' and k.user_key is not null
+          union all
+          select k.user_key, k.source_table, k.id, x::text
+            from keys k join {s}.tagged_models x on x.id = k.id
+           where k.source_table = 'tagged_models' and k.user_key is not null
+          union all
+          select k.user_key, k.source_table, k.id, x::text
+            from keys k join {s}.user_profiles x on x.id = k.id
+           where k.source_table = 'user_profiles' and k.user_key is not null
+        ),
+        legacy as (
+          select user_key, string_agg(source_table || ':' || row_text, '|'
+                                      order by source_table, id) as rows_text
+            from body group by user_key
+        )
+        select l.user_key::text, md5(l.rows_text || '|auth:' || coalesce(u::text, ''))
+          from legacy l left join auth.users u on u.id = l.user_key
+        """
+    ).format(keys=_user_keys(schema), s=s)
+    return {key: digest for key, digest in conn.execute(query).fetchall()}
+
+
+def with_digests(batches: list[BatchRange], digests: Mapping[str, str]) -> list[BatchRange]:
+    """The batches, each carrying the digests of its own users (ranges: the keys inside)."""
+    keys = sorted(digests)
+    out = []
+    for batch in batches:
+        if batch.user_keys is not None:
+            mine = [k for k in batch.user_keys if k in digests]
+        elif batch.orphans:
+            mine = []
+        else:
+            lo = bisect.bisect_left(keys, str(batch.user_from))
+            hi = bisect.bisect_right(keys, str(batch.user_to))
+            mine = keys[lo:hi]
+        out.append(replace(batch, digests=tuple((k, digests[k]) for k in mine)))
+    return out
+
+
+@dataclass(frozen=True)
+class IncrementalPlan:
+    """What an incremental run does: the batches, and how many users changed or did not."""
+
+    batches: list[BatchRange]
+    new: int
+    changed: int
+    deleted: int
+    unchanged: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts, as recorded in the run's options (``plan``)."""
+        return {
+            "users_new": self.new,
+            "users_changed": self.changed,
+            "users_deleted": self.deleted,
+            "users_unchanged": self.unchanged,
+            "users_planned": self.new + self.changed + self.deleted,
+        }
+
+
+def plan_incremental(
+    conn: psycopg.Connection,
+    schema: str,
+    batch_size: int,
+    current: Mapping[str, str],
+    stored: Mapping[str, str],
+) -> IncrementalPlan:
+    """Batches of explicit user lists: users whose digest differs from the one stored when they
+    were last loaded, new users, and users gone from the legacy side; then the orphan batch
+    when the source has rows with no user key (always re-run)."""
+    new = sorted(k for k in current if k not in stored)
+    changed = sorted(k for k in current if k in stored and stored[k] != current[k])
+    deleted = sorted(k for k in stored if k not in current)
+    todo = sorted([*new, *changed, *deleted])
+    batches = []
+    for no, start in enumerate(range(0, len(todo), batch_size), start=1):
+        keys = tuple(todo[start : start + batch_size])
+        batches.append(BatchRange(no, keys[0], keys[-1], len(keys), user_keys=keys))
+    orphan_query = sql.SQL("select count(*) from ({keys}) k where user_key is null").format(
+        keys=_user_keys(schema)
+    )
+    row = conn.execute(orphan_query).fetchone()
+    if row and row[0]:
+        batches.append(BatchRange(len(batches) + 1, None, None, 0))
+    unchanged = len(current) - len(new) - len(changed)
+    return IncrementalPlan(
+        with_digests(batches, current), len(new), len(changed), len(deleted), unchanged
+    )
 
 
 def _select_list(schema: Mapping[str, object], alias: str) -> sql.Composed:
@@ -255,13 +379,7 @@ def _batch_queries(schema: str, key_filter: sql.Composable) -> dict[str, sql.Com
 
 def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> LegacyBatch:
     """All legacy rows of the batch's users, and their auth users, in bulk."""
-    key_filter: sql.Composable
-    if batch.orphans:
-        key_filter = sql.SQL("is null")
-    else:
-        key_filter = sql.SQL("between {}::uuid and {}::uuid").format(
-            sql.Literal(batch.user_from), sql.Literal(batch.user_to)
-        )
+    key_filter = batch.key_filter()
     out = {
         table: copy_frame(conn, query, frames.LEGACY_FRAMES[table])
         for table, query in _batch_queries(schema, key_filter).items()
@@ -269,12 +387,8 @@ def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> L
     if batch.orphans:
         out["auth_users"] = frames.empty(frames.AUTH_USERS)
     else:
-        users_query = sql.SQL(
-            "select {cols} from auth.users x where x.id between {}::uuid and {}::uuid order by x.id"
-        ).format(
-            sql.Literal(batch.user_from),
-            sql.Literal(batch.user_to),
-            cols=_select_list(frames.AUTH_USERS, "x"),
+        users_query = sql.SQL("select {cols} from auth.users x where x.id {} order by x.id").format(
+            key_filter, cols=_select_list(frames.AUTH_USERS, "x")
         )
         # Every user key of the batch is the user_id of one of its rows (see _user_keys).
         present = pl.concat([out[t].select("user_id") for t in LEGACY_TABLE_NAMES])["user_id"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from flows.extract import BatchRange
@@ -18,7 +19,10 @@ RETRYABLE = ("pending", "running", "failed")
 
 def require_ledger(conn: psycopg.Connection, target_schema: str) -> None:
     """Raise TargetSchemaMissing unless the target tables and the ledger exist."""
-    needed = [f"migration.{t}" for t in ("runs", "batches", "id_map", "quarantine", "links")]
+    needed = [
+        f"migration.{t}"
+        for t in ("runs", "batches", "id_map", "quarantine", "links", "user_digests")
+    ]
     needed += [
         f"{target_schema}.{t}"
         for t in ("user_profiles", "circuit_configurations", "user_sessions", "tagged_models")
@@ -51,9 +55,16 @@ def add_batches(conn: psycopg.Connection, run_id: str, batches: Iterable[BatchRa
     with conn.cursor() as cur:
         cur.executemany(
             "insert into migration.batches (run_id, batch_no, status, user_id_from, user_id_to,"
-            " counts) values (%s, %s, 'pending', %s, %s, %s)",
+            " counts, user_keys) values (%s, %s, 'pending', %s, %s, %s, %s)",
             [
-                (run_id, b.batch_no, b.user_from, b.user_to, Jsonb({"users": b.users}))
+                (
+                    run_id,
+                    b.batch_no,
+                    b.user_from,
+                    b.user_to,
+                    Jsonb({"users": b.users}),
+                    None if b.user_keys is None else Jsonb(list(b.user_keys)),
+                )
                 for b in batches
             ],
         )
@@ -88,11 +99,14 @@ def unfinished_batches(conn: psycopg.Connection, run_id: str) -> list[BatchRange
     """The run's batches that failed, or that a killed process left pending or running."""
     rows = conn.execute(
         "select batch_no, user_id_from::text, user_id_to::text,"
-        " coalesce((counts->>'users')::int, 0)"
+        " coalesce((counts->>'users')::int, 0), user_keys"
         " from migration.batches where run_id = %s and status = any(%s) order by batch_no",
         [run_id, list(RETRYABLE)],
     ).fetchall()
-    return [BatchRange(no, lo, hi, users) for no, lo, hi, users in rows]
+    return [
+        BatchRange(no, lo, hi, users, None if keys is None else tuple(keys))
+        for no, lo, hi, users, keys in rows
+    ]
 
 
 def start_batch(conn: psycopg.Connection, run_id: str, batch_no: int) -> int:
@@ -166,3 +180,51 @@ def batch_rows(conn: psycopg.Connection, run_id: str) -> list[tuple[Any, ...]]:
         " from migration.batches where run_id = %s order by batch_no",
         [run_id],
     ).fetchall()
+
+
+def record_refused(
+    conn: psycopg.Connection, run_id: str, *, dry_run: bool, options: Mapping[str, Any]
+) -> None:
+    """Record a run that found another run holding the lock: status 'refused', finished."""
+    conn.execute(
+        "insert into migration.runs (run_id, status, dry_run, options, finished_at)"
+        " values (%s, 'refused', %s, %s, now()) on conflict (run_id) do nothing",
+        [run_id, dry_run, Jsonb(dict(options))],
+    )
+
+
+def set_plan(conn: psycopg.Connection, run_id: str, plan: Mapping[str, Any]) -> None:
+    """Add what the run planned (mode, users new/changed/deleted/unchanged) to its options."""
+    conn.execute(
+        "update migration.runs set options = options || jsonb_build_object('plan', %s::jsonb)"
+        " where run_id = %s",
+        [Jsonb(dict(plan)), run_id],
+    )
+
+
+def stored_digests(conn: psycopg.Connection) -> dict[str, str]:
+    """The legacy digest of every user as last loaded (``migration.user_digests``)."""
+    rows = conn.execute("select user_key::text, digest from migration.user_digests").fetchall()
+    return {key: digest for key, digest in rows}
+
+
+def write_digests(
+    conn: psycopg.Connection,
+    run_id: str,
+    owned: sql.Composable,
+    digests: Iterable[tuple[str, str]],
+    skip: Iterable[str] = (),
+) -> None:
+    """Replace the digests of the users a batch owns (``owned``: a condition on ``user_key``)
+    with ``digests``, leaving out ``skip`` (users the database rejected: retried next time).
+    Call inside the batch's load transaction."""
+    conn.execute(sql.SQL("delete from migration.user_digests where user_key {}").format(owned))
+    left_out = set(skip)
+    rows = [(key, digest, run_id) for key, digest in digests if key not in left_out]
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into migration.user_digests (user_key, digest, run_id, updated_at)"
+                " values (%s, %s, %s, now())",
+                rows,
+            )

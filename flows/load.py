@@ -43,10 +43,12 @@ UUID_COLUMNS = {
 
 @dataclass(frozen=True)
 class BatchUsers:
-    """Which target users a batch owns: a user-id range, or none (the orphan batch)."""
+    """Which target users a batch owns: a user-id range, an explicit list of user ids
+    (``user_keys``, an incremental batch), or none (the orphan batch)."""
 
     user_from: str | None
     user_to: str | None
+    user_keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ def _column_types(conn: psycopg.Connection, schema: str, table: str) -> dict[str
 
 
 def _owned(users: BatchUsers, alias: str) -> sql.Composable:
+    if users.user_keys is not None:
+        return sql.SQL("{}.user_id = any({}::uuid[])").format(
+            sql.Identifier(alias), sql.Literal("{" + ",".join(users.user_keys) + "}")
+        )
     if users.user_from is None:
         return sql.SQL("false")
     return sql.SQL("{}.user_id between {}::uuid and {}::uuid").format(

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from flows import db, extract, ledger
 from flows.load import BatchUsers, write_ledger, write_target_isolating
+from flows.lock import run_lock
 from flows.report_files import publish_report_artifacts
 from schemas.errors import ConfigurationError, MigrationError, Transient, TransientLoadError
 from transforms.accounting import accounting
@@ -55,6 +56,10 @@ class RunOptions:
     concurrency: int = 4
     dry_run: bool = False
     link_overrides: str | None = None
+    # Only users whose legacy digest changed, new users and deleted users (plus orphans).
+    incremental: bool = False
+    task_runner: str = "thread"  # thread | dask
+    dask_address: str | None = None  # a running Dask scheduler; None: a local cluster
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class RunSummary:
     run_id: str
     status: str
     batches: tuple[BatchOutcome, ...]
+    plan: Mapping[str, Any] = field(default_factory=dict)  # a new run's mode and user counts
 
     @property
     def failed(self) -> int:
@@ -170,7 +176,7 @@ def run_batch(
             loaded, rejected = write_target_isolating(
                 dst,
                 options.target_schema,
-                BatchUsers(batch.user_from, batch.user_to),
+                BatchUsers(batch.user_from, batch.user_to, batch.user_keys),
                 {
                     "user_profiles": result.user_profiles,
                     "circuit_configurations": result.circuit_configurations,
@@ -203,9 +209,12 @@ def run_batch(
             },
             links=not options.dry_run,
         )
+        if not options.dry_run:
+            ledger.write_digests(dst, run_id, batch.key_filter(), batch.digests, rejected)
         timings["load"] = time.perf_counter() - started
         counts: dict[str, Any] = {
             "users": batch.users,
+            "kind": "users" if batch.user_keys is not None else "range",
             "rows": data.rows(),
             "tables": books.as_dict(),
             "targets": {
@@ -271,9 +280,58 @@ def migrate(
     options: RunOptions,
     run_id: str | None = None,
     retry: bool = False,
+    take_lock: bool = True,
 ) -> RunSummary:
-    """Migrate every user (or, with ``retry``, the unfinished batches of ``run_id``)."""
+    """Migrate every user (with ``options.incremental``, only the users whose legacy data
+    changed; with ``retry``, the unfinished batches of ``run_id``). Holds the target's run
+    lock unless ``take_lock`` is false (the caller holds it: :func:`run_migration`)."""
+    if not retry:
+        run_id = run_id or str(uuid.uuid4())
+    if not take_lock:
+        return _migrate(source_url, target_url, options, run_id, retry)
+    lock_id = str(uuid.uuid4()) if retry or run_id is None else run_id
+    with run_lock(
+        target_url.get_secret_value(),
+        options.target_schema,
+        lock_id,
+        dry_run=options.dry_run,
+        options=_refused_options(options, run_id if retry else None),
+    ):
+        return _migrate(source_url, target_url, options, run_id, retry)
+
+
+def _refused_options(options: RunOptions, retry_of: str | None) -> dict[str, Any]:
+    return {**asdict(options), **({"retry_of": retry_of} if retry_of else {})}
+
+
+def _plan(
+    coordinator: psycopg.Connection,
+    target: str,
+    options: RunOptions,
+    digests: Mapping[str, str],
+) -> tuple[list[extract.BatchRange], dict[str, Any]]:
+    """The batches of a new run and what it planned (recorded as the run's ``plan``)."""
+    if options.incremental:
+        with db.connect(target, autocommit=True) as conn:
+            stored = ledger.stored_digests(conn)
+        plan = extract.plan_incremental(
+            coordinator, options.source_schema, options.batch_size, digests, stored
+        )
+        return plan.batches, {"mode": "incremental", **plan.as_dict()}
+    batches = extract.plan_batches(coordinator, options.source_schema, options.batch_size)
+    planned = {"mode": "full", "users_planned": len(digests), "users_unchanged": 0}
+    return extract.with_digests(batches, digests), planned
+
+
+def _migrate(
+    source_url: SecretStr,
+    target_url: SecretStr,
+    options: RunOptions,
+    run_id: str | None,
+    retry: bool,
+) -> RunSummary:
     source, target = source_url.get_secret_value(), target_url.get_secret_value()
+    planned: dict[str, Any] = {}
     with db.connect(target, autocommit=True) as conn:
         ledger.require_ledger(conn, options.target_schema)
         if retry:
@@ -289,11 +347,20 @@ def migrate(
         extract.check_source(coordinator, options.source_schema)
         # Held open until every batch has read: the batches import this snapshot.
         snapshot = extract.begin_snapshot(coordinator)
-        if not retry:
+        # Each batch writes its users' digests with its load (the next incremental run's base).
+        digests = extract.user_digests(coordinator, options.source_schema)
+        if retry:
+            batches = extract.with_digests(batches, digests)
+        else:
             run_id = run_id or str(uuid.uuid4())
-            batches = extract.plan_batches(coordinator, options.source_schema, options.batch_size)
+            batches, planned = _plan(coordinator, target, options, digests)
             with db.connect(target) as conn, conn.transaction():
-                ledger.create_run(conn, run_id, dry_run=options.dry_run, options=asdict(options))
+                ledger.create_run(
+                    conn,
+                    run_id,
+                    dry_run=options.dry_run,
+                    options={**asdict(options), "plan": planned},
+                )
                 ledger.add_batches(conn, run_id, batches)
         assert run_id is not None
         futures = [
@@ -310,7 +377,7 @@ def migrate(
     with db.connect(target, autocommit=True) as conn:
         status = ledger.finish_run(conn, run_id)
     publish_report_artifacts(target, run_id)
-    return RunSummary(run_id, status, tuple(outcomes))
+    return RunSummary(run_id, status, tuple(outcomes), planned)
 
 
 def preflight(source_url: str, target_url: str, options: RunOptions) -> None:
@@ -323,6 +390,33 @@ def preflight(source_url: str, target_url: str, options: RunOptions) -> None:
     read_overrides(options.link_overrides)
 
 
+def task_runner(options: RunOptions) -> Any:
+    """The Prefect task runner of ``options``: a thread pool, or Dask (``prefect-dask``, the
+    ``dask`` extra): the scheduler at ``dask_address``, else a small local cluster."""
+    if options.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=options.concurrency)
+    if options.task_runner != "dask":
+        raise ConfigurationError(
+            f"unknown task runner {options.task_runner!r} (expected thread or dask)"
+        )
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigurationError(
+            "--task-runner dask needs prefect-dask: pip install 'circuit-migrate[dask]'"
+        ) from None
+    if options.dask_address:
+        return DaskTaskRunner(address=options.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": 2,
+            "threads_per_worker": max(1, (options.concurrency + 1) // 2),
+            "processes": False,
+            "dashboard_address": None,
+        }
+    )
+
+
 def run_migration(
     source_url: str,
     target_url: str,
@@ -331,15 +425,29 @@ def run_migration(
     run_id: str | None = None,
     retry: bool = False,
 ) -> RunSummary:
-    """Run the flow on a thread pool of ``options.concurrency`` workers."""
+    """Run the flow on the task runner of ``options`` (a thread pool of ``options.concurrency``
+    workers, or Dask), holding the target's run lock from the preflight checks to the end."""
     if options.batch_size < 1 or options.concurrency < 1:
         raise ConfigurationError("--batch-size and --concurrency must be at least 1")
-    preflight(source_url, target_url, options)
-    runner: Any = ThreadPoolTaskRunner(max_workers=options.concurrency)
+    runner = task_runner(options)
+    run_id = run_id or str(uuid.uuid4())
     try:
-        return migrate.with_options(task_runner=runner)(
-            SecretStr(source_url), SecretStr(target_url), options, run_id=run_id, retry=retry
-        )
+        with run_lock(
+            target_url,
+            options.target_schema,
+            str(uuid.uuid4()) if retry else run_id,
+            dry_run=options.dry_run,
+            options=_refused_options(options, run_id if retry else None),
+        ):
+            preflight(source_url, target_url, options)
+            return migrate.with_options(task_runner=runner)(
+                SecretStr(source_url),
+                SecretStr(target_url),
+                options,
+                run_id=run_id,
+                retry=retry,
+                take_lock=False,
+            )
     except MigrationError:
         raise
     except psycopg.Error as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import sql
 
 from flows import db
@@ -50,27 +51,33 @@ def _require_auth(url: str) -> None:
 LEGACY_TABLE_NAMES = ("user_sessions", "tagged_models", "user_profiles")
 
 
-def _move_legacy(url: str, source: str, target: str) -> list[str]:
-    """Move the three legacy tables from schema ``source`` to ``target`` in one transaction."""
+def move_legacy_in(conn: psycopg.Connection, source: str, target: str) -> list[str]:
+    """Move the three legacy tables from schema ``source`` to ``target`` on ``conn`` (inside
+    the caller's transaction); checks their shape and refuses to overwrite anything."""
     from flows.extract import check_source  # extract owns the legacy-shape check
 
-    with db.transaction(url) as conn:
-        check_source(conn, source)
-        clashes = [t for t in LEGACY_TABLE_NAMES if db.table_exists(conn, target, t)]
-        if clashes:
-            raise SourceSchemaMismatch(
-                f"refusing to move the legacy tables: {target}."
-                f"{', '.join(clashes)} already exist(s) and would be overwritten",
-                clashes=clashes,
+    check_source(conn, source)
+    clashes = [t for t in LEGACY_TABLE_NAMES if db.table_exists(conn, target, t)]
+    if clashes:
+        raise SourceSchemaMismatch(
+            f"refusing to move the legacy tables: {target}."
+            f"{', '.join(clashes)} already exist(s) and would be overwritten",
+            clashes=clashes,
+        )
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target)))
+    for table in LEGACY_TABLE_NAMES:
+        conn.execute(
+            sql.SQL("alter table {}.{} set schema {}").format(
+                sql.Identifier(source), sql.Identifier(table), sql.Identifier(target)
             )
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target)))
-        for table in LEGACY_TABLE_NAMES:
-            conn.execute(
-                sql.SQL("alter table {}.{} set schema {}").format(
-                    sql.Identifier(source), sql.Identifier(table), sql.Identifier(target)
-                )
-            )
+        )
     return [f"{target}.{t}" for t in LEGACY_TABLE_NAMES]
+
+
+def _move_legacy(url: str, source: str, target: str) -> list[str]:
+    """Move the three legacy tables from schema ``source`` to ``target`` in one transaction."""
+    with db.transaction(url) as conn:
+        return move_legacy_in(conn, source, target)
 
 
 def stage_legacy(url: str, schema: str = "legacy") -> list[str]:

@@ -402,20 +402,34 @@ def _read_only(url: str) -> Iterator[psycopg.Connection]:
             conn.execute("rollback")
 
 
+_INCREMENTAL = "coalesce((options->>'incremental')::boolean, false)"
+
+
 def _pick_run(conn: psycopg.Connection, run_id: str | None) -> str:
+    """The run whose ledger (quarantine, id map) verification trusts: ``run_id``, or the latest
+    run that is not a dry run, preferring succeeded ones. An incremental run records only the
+    users it re-synced, so it cannot be the reference: a clear error asks for a full run."""
     if run_id is not None:
         row = conn.execute(
-            "select run_id::text from migration.runs where run_id::text = %s", [run_id]
+            f"select run_id::text, {_INCREMENTAL} from migration.runs where run_id::text = %s",
+            [run_id],
         ).fetchone()
         if row is None:
             raise ConfigurationError(f"no migration run {run_id} in the target's ledger")
-        return str(row[0])
-    row = conn.execute(
-        "select run_id::text from migration.runs order by (status = 'succeeded' and not dry_run)"
-        " desc, (not dry_run) desc, started_at desc, run_id limit 1"
-    ).fetchone()
-    if row is None:
-        raise ConfigurationError("the target's ledger records no migration run to verify")
+    else:
+        row = conn.execute(
+            f"select run_id::text, {_INCREMENTAL} from migration.runs"
+            " where status <> 'refused'"
+            " order by (status = 'succeeded' and not dry_run) desc, (not dry_run) desc,"
+            " started_at desc, run_id limit 1"
+        ).fetchone()
+        if row is None:
+            raise ConfigurationError("the target's ledger records no migration run to verify")
+    if row[1]:
+        raise ConfigurationError(
+            f"run {row[0]} is incremental: its ledger holds only the users it re-synced; "
+            "verify against a full run (`circuit-migrate run --full`, then `verify`)"
+        )
     return str(row[0])
 
 

@@ -315,6 +315,12 @@ def retry_command(run_id: str) -> str:
 def verdict(report: Mapping[str, Any]) -> Verdict:
     """The headline of a report (a ``run_report`` document without its verdict)."""
     batches = report["batches"]
+    if report.get("status") == "refused":
+        return Verdict(
+            "failed",
+            "Refused: another run held the target's run lock; this run did nothing",
+            ("refused: another run was in progress",),
+        )
     reasons: list[str] = []
     unfinished = batches["total"] - batches["succeeded"]
     if batches["failed"]:
@@ -350,6 +356,15 @@ def verdict(report: Mapping[str, Any]) -> Verdict:
     return Verdict("ok", "Clean: " + accounted, note)
 
 
+def sync_report(options: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run planned (its options' ``plan``): ``mode`` full or incremental, and users
+    planned, new, changed, deleted, and unchanged (skipped)."""
+    plan = options.get("plan")
+    if not isinstance(plan, Mapping):
+        return {"mode": "full"}
+    return {"mode": str(plan.get("mode", "full")), **{k: v for k, v in plan.items() if k != "mode"}}
+
+
 def run_report(
     run_id: str,
     status: str,
@@ -361,7 +376,11 @@ def run_report(
     facts = facts or RunFacts()
     tables = table_accounting(batches)
     balanced = identity(tables)
-    targets = target_accounting(batches, facts.target_rows)
+    sync = sync_report(facts.options)
+    # An incremental run produces only its planned users' rows: no whole-table count to match.
+    targets = target_accounting(
+        batches, None if sync["mode"] == "incremental" else facts.target_rows
+    )
     done = _succeeded(batches)
     failed = sum(1 for b in batches if b.status == "failed")
     timings = stage_timings(batches)
@@ -401,6 +420,7 @@ def run_report(
         "stages": timings,
         "retry_command": None if len(done) == len(batches) else retry_command(run_id),
         "files": list(REPORT_FILES),
+        "sync": sync,
     }
     report["verdict"] = verdict(report).as_dict()
     return report
@@ -433,6 +453,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"- **Accounting balanced:** {'yes' if report['accounting_balanced'] else 'NO'}"
         + ("" if report["complete"] else " (over the succeeded batches only)"),
     ]
+    sync = report.get("sync") or {}
+    if sync.get("mode") == "incremental":
+        lines.append(
+            f"- **Incremental:** {sync.get('users_planned', 0)} users re-synced "
+            f"({sync.get('users_new', 0)} new, {sync.get('users_changed', 0)} changed, "
+            f"{sync.get('users_deleted', 0)} deleted), "
+            f"{sync.get('users_unchanged', 0)} unchanged and skipped"
+        )
     if report.get("wall_seconds") is not None:
         lines.append(f"- **Wall time:** {_num(report['wall_seconds'], 1)} s")
     lines += [f"- {reason}" for reason in verdict_["reasons"]]

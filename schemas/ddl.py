@@ -162,6 +162,11 @@ def ledger_ddl() -> str:
     parts = [f"create schema if not exists {t.LEDGER};"]
     parts += _create(t.LEDGER_TABLES, {t.LEDGER: t.LEDGER})
     parts += [
+        f"alter table {t.LEDGER}.{quote_ident(table.name)}"
+        f" add column if not exists {quote_ident(column)} {kind};"
+        for table, column, kind in t.LEDGER_ADDED_COLUMNS
+    ]
+    parts += [
         f"alter table {t.LEDGER}.{quote_ident(table.name)} enable row level security;"
         for table in t.LEDGER_TABLES
     ]

@@ -57,3 +57,15 @@ class ReconciliationMismatch(MigrationError):
     """The accounting identity or the independent verification did not hold."""
 
     exit_code = 5
+
+
+class RunInProgress(MigrationError):
+    """Another run holds the target's advisory lock: this run was refused (and recorded)."""
+
+    exit_code = 6
+
+
+class CleanupRefused(MigrationError):
+    """Cleanup refused: the latest run did not finish cleanly, or verification fails now."""
+
+    exit_code = 7

@@ -314,6 +314,9 @@ batches = sa.Table(
     # Extensions: the batch's user range (inclusive bounds, as text uuids).
     sa.Column("user_id_from", UUID(as_uuid=False)),
     sa.Column("user_id_to", UUID(as_uuid=False)),
+    # Extension: an incremental run's batch is an explicit list of user keys (a JSON array of
+    # text uuids); null for a contiguous range.
+    sa.Column("user_keys", JSONB),
     sa.CheckConstraint(
         "status in ('pending','running','succeeded','failed')", name="batches_status_check"
     ),
@@ -379,6 +382,21 @@ repairs = sa.Table(
 )
 sa.Index("repairs_run_id_batch_no_idx", repairs.c.run_id, repairs.c.batch_no)
 
-LEDGER_TABLES = (runs, batches, id_map, quarantine, links, repairs)
+# Extension: the digest of each user's legacy rows as last loaded (incremental re-sync).
+user_digests = sa.Table(
+    "user_digests",
+    metadata,
+    sa.Column("user_key", UUID(as_uuid=False), primary_key=True),
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("run_id", UUID(as_uuid=False), nullable=False),
+    _ts("updated_at", nullable=False),
+    schema=LEDGER,
+)
+
+LEDGER_TABLES = (runs, batches, id_map, quarantine, links, repairs, user_digests)
+
+# Columns added to ledger tables after their first release: ``create table if not exists``
+# leaves an existing table as it is, so ledger_ddl also adds these (``add column if not exists``).
+LEDGER_ADDED_COLUMNS = ((batches, "user_keys", "jsonb"),)
 
 SOURCE_TABLES = ("user_profiles", "saved_profiles", "tagged_models", "user_sessions")
