@@ -38,6 +38,12 @@ out = Console(highlight=False)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+SourceUrl = Annotated[
+    str | None,
+    typer.Option("--source-url", help="Legacy database URL [env: SOURCE_DATABASE_URL]."),
+]
+
+
 TargetUrl = Annotated[
     str | None,
     typer.Option("--target-url", help="Target database URL [env: TARGET_DATABASE_URL]."),
@@ -104,10 +110,7 @@ def schema_apply(
 @app.command("stage-legacy")
 @clean_errors
 def stage_legacy(
-    source_url: Annotated[
-        str | None,
-        typer.Option("--source-url", help="The legacy database [env: SOURCE_DATABASE_URL]."),
-    ] = None,
+    source_url: SourceUrl = None,
     schema: Annotated[str, typer.Option(help="Schema to move the legacy tables into.")] = "legacy",
 ) -> None:
     """One database for both: move the legacy tables from public into schema legacy."""
@@ -119,10 +122,7 @@ def stage_legacy(
 @app.command("unstage-legacy")
 @clean_errors
 def unstage_legacy(
-    source_url: Annotated[
-        str | None,
-        typer.Option("--source-url", help="The legacy database [env: SOURCE_DATABASE_URL]."),
-    ] = None,
+    source_url: SourceUrl = None,
     schema: Annotated[str, typer.Option(help="Schema the legacy tables are in.")] = "legacy",
 ) -> None:
     """Undo stage-legacy: move the legacy tables back into public (refuses to overwrite)."""
@@ -164,12 +164,6 @@ def seed(
         f"{summary.user_sessions} user_sessions, {summary.tagged_models} tagged_models "
         f"in {summary.seconds:.1f} s (schema {settings.source_schema}; truth in {truth_schema})"
     )
-
-
-SourceUrl = Annotated[
-    str | None,
-    typer.Option("--source-url", help="Legacy database URL [env: SOURCE_DATABASE_URL]."),
-]
 
 
 TaskRunnerOption = Annotated[
