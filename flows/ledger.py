@@ -222,9 +222,9 @@ def write_digests(
     left_out = set(skip)
     rows = [(key, digest, run_id) for key, digest in digests if key not in left_out]
     if rows:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "insert into migration.user_digests (user_key, digest, run_id, updated_at)"
-                " values (%s, %s, %s, now())",
-                rows,
-            )
+        with (
+            conn.cursor() as cur,
+            cur.copy("copy migration.user_digests (user_key, digest, run_id) from stdin") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
