@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import sqlalchemy as sa
 
 from schemas.errors import ConfigurationError, ConnectionFailed
 
@@ -39,11 +38,6 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
-def sqlalchemy_url(url: str) -> str:
-    """The URL for SQLAlchemy with the psycopg 3 driver."""
-    return "postgresql+psycopg" + libpq_url(url)[len("postgresql") :]
-
-
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     """A psycopg connection; an unreachable server raises ``ConnectionFailed`` with no password."""
     dsn = libpq_url(url)
@@ -65,11 +59,6 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
             yield conn
     finally:
         conn.close()
-
-
-def engine(url: str) -> sa.Engine:
-    """A SQLAlchemy engine (psycopg 3) for ``url``."""
-    return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
 
 
 def run_script(url: str, sql: str) -> None:

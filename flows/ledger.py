@@ -151,15 +151,6 @@ def finish_run(conn: psycopg.Connection, run_id: str) -> str:
     return str(row[0]) if row else "failed"
 
 
-def batch_statuses(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
-    """How many of the run's batches are in each status."""
-    rows = conn.execute(
-        "select status, count(*) from migration.batches where run_id = %s group by status",
-        [run_id],
-    ).fetchall()
-    return {status: int(n) for status, n in rows}
-
-
 def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[tuple[Any, ...]]:
     """The latest runs: id, status, dry run, started, finished, batches succeeded/total."""
     return conn.execute(
