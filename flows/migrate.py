@@ -80,6 +80,9 @@ class RunSummary:
     status: str
     batches: tuple[BatchOutcome, ...]
     plan: Mapping[str, Any] = field(default_factory=dict)  # a new run's mode and user counts
+    # Seconds of the run's own stages: "plan" (snapshot, digests, batches), "report" (ledger
+    # totals and Prefect artifacts); the batches record theirs in the ledger.
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -332,6 +335,7 @@ def _migrate(
 ) -> RunSummary:
     source, target = source_url.get_secret_value(), target_url.get_secret_value()
     planned: dict[str, Any] = {}
+    started = time.perf_counter()
     with db.connect(target, autocommit=True) as conn:
         ledger.require_ledger(conn, options.target_schema)
         if retry:
@@ -363,6 +367,7 @@ def _migrate(
                 )
                 ledger.add_batches(conn, run_id, batches)
         assert run_id is not None
+        timings = {"plan": time.perf_counter() - started}
         futures = [
             migrate_batch.submit(run_id, batch, snapshot, source_url, target_url, options)
             for batch in batches
@@ -374,10 +379,12 @@ def _migrate(
             except Exception as exc:  # transient errors that outlived their retries
                 outcomes.append(BatchOutcome(batch.batch_no, "failed", _transient_error(exc)))
         coordinator.execute("rollback")
+    started = time.perf_counter()
     with db.connect(target, autocommit=True) as conn:
         status = ledger.finish_run(conn, run_id)
     publish_report_artifacts(target, run_id)
-    return RunSummary(run_id, status, tuple(outcomes), planned)
+    timings["report"] = time.perf_counter() - started
+    return RunSummary(run_id, status, tuple(outcomes), planned, timings)
 
 
 def preflight(source_url: str, target_url: str, options: RunOptions) -> None:
