@@ -223,14 +223,15 @@ def floor_step(url: str) -> dict[str, Any]:
         conn.execute("create schema bench_floor")
         for target, _ in _FLOOR.values():
             conn.execute(
-                sql.SQL("create table bench_floor.{t} (like {s}.{t} including defaults"
-                        " including indexes)").format(
-                    t=sql.Identifier(target), s=sql.Identifier(TARGET_SCHEMA)
-                )
+                sql.SQL(
+                    "create table bench_floor.{t} (like {s}.{t} including defaults"
+                    " including indexes)"
+                ).format(t=sql.Identifier(target), s=sql.Identifier(TARGET_SCHEMA))
             )
         nullable = conn.execute(
             "select c.table_name, c.column_name from information_schema.columns c"
-            " where c.table_schema = 'bench_floor' and c.is_nullable = 'NO' and c.column_name <> 'id'"
+            " where c.table_schema = 'bench_floor' and c.is_nullable = 'NO'"
+            " and c.column_name <> 'id'"
         ).fetchall()
         for table, column in nullable:
             conn.execute(
@@ -351,6 +352,7 @@ def run_benchmark(
             "batch_size": batch_size,
             "concurrency": concurrency,
             "seed": seed,
+            "verify": not skip_verify,
             "database": name if keep else None,
         },
     )
@@ -384,9 +386,13 @@ def render(result: BenchResult) -> str:
         f"{rate(result.floor_seconds)} | migration / floor = {result.floor_ratio:.2f} |",
         f"| Prefect temporary server start | {result.prefect_server_seconds:.1f} | | "
         "not in the migration's time |",
-        f"| verify | {result.verify_seconds:.1f} | {rate(result.verify_seconds)} | "
-        f"{'passed' if result.verify_passed else 'NOT PASSED'}, "
-        f"peak RSS {result.verify_peak_rss_mib:,.0f} MiB |",
+        (
+            f"| verify | {result.verify_seconds:.1f} | {rate(result.verify_seconds)} | "
+            f"{'passed' if result.verify_passed else 'NOT PASSED'}, "
+            f"peak RSS {result.verify_peak_rss_mib:,.0f} MiB |"
+            if result.settings.get("verify", True)
+            else "| verify | | | skipped |"
+        ),
         f"| seed (setup) | {result.seed_seconds:.1f} | | not measured against targets |",
         "",
         f"peak RSS of the migration process: {result.peak_rss_mib:,.0f} MiB",

@@ -73,7 +73,7 @@ def measure(directory: Path) -> dict[str, object]:
         "polars_threads": pl.thread_pool_size(),
         "legacy_rows": {name: frames[name].height for name in FRAMES},
         "configurations": result.circuit_configurations.height,
-        "mean_configurations_per_user": round(float(per_user or 0.0), 2),
+        "mean_configurations_per_user": round(float(per_user or 0.0), 2),  # type: ignore[arg-type]
         "links": result.links.height,
         "needs_review": int(result.links["needs_review"].sum()),
         "transform_s": round(transform_s, 2),

@@ -135,60 +135,110 @@ def use_snapshot(conn: psycopg.Connection, snapshot: str | None) -> None:
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
 
 
-def plan_batches(conn: psycopg.Connection, schema: str, batch_size: int) -> list[BatchRange]:
-    """Contiguous user-key ranges of about ``batch_size`` users each, computed in SQL."""
+def _null_session_keys(schema: str) -> sql.Composed:
+    """SQL (id, user_key): sessions without a user_id whose tagged models name one (the
+    smallest)."""
+    s = sql.Identifier(schema)
+    return sql.SQL(
+        "select s.id, min(t.user_id::text)::uuid as user_key from {s}.user_sessions s"
+        " join {s}.tagged_models t on t.session_id = s.id and t.user_id is not null"
+        " where s.user_id is null group by s.id"
+    ).format(s=s)
+
+
+def has_orphans(conn: psycopg.Connection, schema: str) -> bool:
+    """Whether any legacy row has no user key at all (see :func:`_user_keys`)."""
+    s = sql.Identifier(schema)
     query = sql.SQL(
         """
-        with keys as (select distinct user_key from ({keys}) k where user_key is not null),
+        with n as ({n})
+        select exists (select 1 from {s}.user_profiles where user_id is null)
+            or exists (select 1 from {s}.user_sessions x left join n on n.id = x.id
+                        where x.user_id is null and n.id is null)
+            or exists (select 1 from {s}.tagged_models x
+                         left join {s}.user_sessions s on s.id = x.session_id
+                         left join n on n.id = x.session_id
+                        where x.user_id is null and s.user_id is null and n.id is null)
+        """
+    ).format(s=s, n=_null_session_keys(schema))
+    row = conn.execute(query).fetchone()
+    return bool(row and row[0])
+
+
+def plan_batches(conn: psycopg.Connection, schema: str, batch_size: int) -> list[BatchRange]:
+    """Contiguous user-key ranges of about ``batch_size`` users each, computed in SQL, then the
+    orphan batch if any row has no user key.
+
+    Every non-null user key is the ``user_id`` of some legacy row (a row's own, its session's,
+    or one of its session's tagged models'), so the keys are the distinct user ids."""
+    s = sql.Identifier(schema)
+    query = sql.SQL(
+        """
+        with keys as (
+          select user_id as user_key from {s}.tagged_models
+          union select user_id from {s}.user_sessions
+          union select user_id from {s}.user_profiles
+        ),
         numbered as (select user_key, (row_number() over (order by user_key) - 1) / {size} as b
-                       from keys)
+                       from keys where user_key is not null)
         select b, min(user_key::text), max(user_key::text), count(*)
           from numbered group by b order by b
         """
-    ).format(keys=_user_keys(schema), size=sql.Literal(batch_size))
+    ).format(s=s, size=sql.Literal(batch_size))
     batches = [
         BatchRange(int(b) + 1, lo, hi, int(n)) for b, lo, hi, n in conn.execute(query).fetchall()
     ]
-    orphan_query = sql.SQL("select count(*) from ({keys}) k where user_key is null").format(
-        keys=_user_keys(schema)
-    )
-    row = conn.execute(orphan_query).fetchone()
-    if row and row[0]:
+    if has_orphans(conn, schema):
         batches.append(BatchRange(len(batches) + 1, None, None, 0))
     return batches
 
 
-def user_digests(conn: psycopg.Connection, schema: str) -> dict[str, str]:
-    """Per user key: md5 over the user's legacy rows (all three tables, ordered by table and
-    id, each as its row text) and their ``auth.users`` row. Any change to what a user's batch
-    would read changes the digest."""
+def _row_digests(schema: str) -> sql.Composed:
+    """SQL (user_key, source_table, id, row_md5): every legacy row with a user key and the md5
+    of its row text."""
     s = sql.Identifier(schema)
+    return sql.SQL(
+        """
+        with n as ({n})
+        select coalesce(x.user_id, n.user_key) as user_key, 'user_sessions' as source_table,
+               x.id, md5(x::text) as row_md5
+          from {s}.user_sessions x left join n on x.user_id is null and n.id = x.id
+        union all
+        select coalesce(x.user_id, s.user_id, n.user_key), 'tagged_models', x.id, md5(x::text)
+          from {s}.tagged_models x
+          left join {s}.user_sessions s on x.user_id is null and s.id = x.session_id
+          left join n on x.user_id is null and n.id = x.session_id
+        union all
+        select x.user_id, 'user_profiles', x.id, md5(x::text) from {s}.user_profiles x
+        """
+    ).format(s=s, n=_null_session_keys(schema))
+
+
+def user_digests(conn: psycopg.Connection, schema: str) -> dict[str, str]:
+    """Per user key: the legacy digest of the user's rows (all three tables) and auth user.
+
+    ``md5(md5(string_agg(source_table || ':' || md5(row text), '|' order by source_table, id))
+    || '|auth:' || md5(auth.users row text, or ''))``: any change to what the user's batch
+    would read changes it. :func:`batch_digests` computes the same from extracted rows."""
     query = sql.SQL(
         """
-        with keys as ({keys}),
-        body as (
-          select k.user_key, k.source_table, k.id, x::text as row_text
-            from keys k join {s}.user_sessions x on x.id = k.id
-           where k.source_table = 'user_sessions' and k.user_key is not null
-          union all
-          select k.user_key, k.source_table, k.id, x::text
-            from keys k join {s}.tagged_models x on x.id = k.id
-           where k.source_table = 'tagged_models' and k.user_key is not null
-          union all
-          select k.user_key, k.source_table, k.id, x::text
-            from keys k join {s}.user_profiles x on x.id = k.id
-           where k.source_table = 'user_profiles' and k.user_key is not null
-        ),
-        legacy as (
-          select user_key, string_agg(source_table || ':' || row_text, '|'
-                                      order by source_table, id) as rows_text
-            from body group by user_key
+        with r as ({rows}),
+        a as (
+          select user_key, md5(string_agg(source_table || ':' || row_md5, '|'
+                                          order by source_table collate "C", id)) as inner_md5
+            from r where user_key is not null group by user_key
         )
-        select l.user_key::text, md5(l.rows_text || '|auth:' || coalesce(u::text, ''))
-          from legacy l left join auth.users u on u.id = l.user_key
+        select a.user_key::text, md5(a.inner_md5 || '|auth:' || md5(coalesce(u::text, '')))
+          from a left join auth.users u on u.id = a.user_key
         """
-    ).format(keys=_user_keys(schema), s=s)
-    return {key: digest for key, digest in conn.execute(query).fetchall()}
+    ).format(rows=_row_digests(schema))
+    # The ordered aggregate sorts ~100 bytes per legacy row: in memory, not on disk.
+    row = conn.execute("select current_setting('work_mem')").fetchone()
+    conn.execute("select set_config('work_mem', '256MB', false)")
+    try:
+        return {key: digest for key, digest in conn.execute(query).fetchall()}
+    finally:
+        conn.execute("select set_config('work_mem', %s, false)", [row[0] if row else "4MB"])
 
 
 def with_digests(batches: list[BatchRange], digests: Mapping[str, str]) -> list[BatchRange]:
@@ -247,11 +297,7 @@ def plan_incremental(
     for no, start in enumerate(range(0, len(todo), batch_size), start=1):
         keys = tuple(todo[start : start + batch_size])
         batches.append(BatchRange(no, keys[0], keys[-1], len(keys), user_keys=keys))
-    orphan_query = sql.SQL("select count(*) from ({keys}) k where user_key is null").format(
-        keys=_user_keys(schema)
-    )
-    row = conn.execute(orphan_query).fetchone()
-    if row and row[0]:
+    if has_orphans(conn, schema):
         batches.append(BatchRange(len(batches) + 1, None, None, 0))
     unchanged = len(current) - len(new) - len(changed)
     return IncrementalPlan(

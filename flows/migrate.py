@@ -9,6 +9,8 @@ only its batch, which stays recorded as failed for ``circuit-migrate retry``.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
-from flows import db, extract, ledger
+from flows import db, extract, ledger, spill
 from flows.load import BatchUsers, write_ledger, write_target_isolating
 from flows.lock import run_lock
 from flows.report_files import publish_report_artifacts
@@ -145,15 +147,22 @@ def run_batch(
     source_url: str,
     target_url: str,
     options: RunOptions,
+    spill_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Extract, transform, validate and load one batch; the load and its ledger rows commit
+    """Extract (from the run's spill files if ``spill_dir``, else from the source in
+    ``snapshot``), transform, validate and load one batch; the load and its ledger rows commit
     together. Returns the batch's counts. Raises on any failure (the task decides what then)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with db.connect(source_url, autocommit=True) as src:
-        extract.use_snapshot(src, snapshot)
-        data = extract.extract_batch(src, options.source_schema, batch)
-        src.execute("rollback")
+    if spill_dir is not None:
+        spilled = spill.read_batch(Path(spill_dir), batch)
+        data, digests = spilled.data, spilled.digests
+    else:
+        with db.connect(source_url, autocommit=True) as src:
+            extract.use_snapshot(src, snapshot)
+            data = extract.extract_batch(src, options.source_schema, batch)
+            src.execute("rollback")
+        digests = batch.digests
     timings["extract"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -213,7 +222,7 @@ def run_batch(
             links=not options.dry_run,
         )
         if not options.dry_run:
-            ledger.write_digests(dst, run_id, batch.key_filter(), batch.digests, rejected)
+            ledger.write_digests(dst, run_id, batch.key_filter(), digests, rejected)
         timings["load"] = time.perf_counter() - started
         counts: dict[str, Any] = {
             "users": batch.users,
@@ -259,13 +268,16 @@ def migrate_batch(
     source_url: SecretStr,
     target_url: SecretStr,
     options: RunOptions,
+    spill_dir: str | None = None,
 ) -> BatchOutcome:
     """One batch as a Prefect task: transient errors raise (Prefect retries), others fail it."""
     target = target_url.get_secret_value()
     with db.connect(target, autocommit=True) as conn:
         ledger.start_batch(conn, run_id, batch.batch_no)
     try:
-        counts = run_batch(run_id, batch, snapshot, source_url.get_secret_value(), target, options)
+        counts = run_batch(
+            run_id, batch, snapshot, source_url.get_secret_value(), target, options, spill_dir
+        )
     except Exception as exc:
         message = _transient_error(exc)
         with db.connect(target, autocommit=True) as conn:
@@ -322,8 +334,16 @@ def _plan(
         )
         return plan.batches, {"mode": "incremental", **plan.as_dict()}
     batches = extract.plan_batches(coordinator, options.source_schema, options.batch_size)
-    planned = {"mode": "full", "users_planned": len(digests), "users_unchanged": 0}
+    users = sum(batch.users for batch in batches)
+    planned = {"mode": "full", "users_planned": users, "users_unchanged": 0}
     return extract.with_digests(batches, digests), planned
+
+
+def spills(options: RunOptions, retry: bool) -> bool:
+    """Whether a run extracts in one pass to local files (:mod:`flows.spill`): every new run
+    whose batches run on this machine (not on a remote Dask cluster). A retry reads its
+    batches from the source directly."""
+    return not retry and not (options.task_runner == "dask" and options.dask_address)
 
 
 def _migrate(
@@ -333,9 +353,14 @@ def _migrate(
     run_id: str | None,
     retry: bool,
 ) -> RunSummary:
+    from prefect import get_run_logger
+
     source, target = source_url.get_secret_value(), target_url.get_secret_value()
     planned: dict[str, Any] = {}
+    timings: dict[str, float] = {}
     started = time.perf_counter()
+    spilling = spills(options, retry)
+    spill_dir: str | None = None
     with db.connect(target, autocommit=True) as conn:
         ledger.require_ledger(conn, options.target_schema)
         if retry:
@@ -347,38 +372,68 @@ def _migrate(
                 " where run_id = %s",
                 [run_id],
             )
-    with db.connect(source, autocommit=True) as coordinator:
-        extract.check_source(coordinator, options.source_schema)
-        # Held open until every batch has read: the batches import this snapshot.
-        snapshot = extract.begin_snapshot(coordinator)
-        # Each batch writes its users' digests with its load (the next incremental run's base).
-        digests = extract.user_digests(coordinator, options.source_schema)
-        if retry:
-            batches = extract.with_digests(batches, digests)
-        else:
-            run_id = run_id or str(uuid.uuid4())
-            batches, planned = _plan(coordinator, target, options, digests)
-            with db.connect(target) as conn, conn.transaction():
-                ledger.create_run(
-                    conn,
-                    run_id,
-                    dry_run=options.dry_run,
-                    options={**asdict(options), "plan": planned},
+    try:
+        with db.connect(source, autocommit=True) as coordinator:
+            extract.check_source(coordinator, options.source_schema)
+            # Held open until every batch has read (or the one-pass extract is done): every
+            # read of the run sees this snapshot.
+            exported = extract.begin_snapshot(coordinator)
+            snapshot: str | None = exported
+            # Each batch writes its users' digests with its load (the next incremental run's
+            # base); a spilled batch computes them from its own rows.
+            digests = (
+                extract.user_digests(coordinator, options.source_schema)
+                if retry or options.incremental or not spilling
+                else {}
+            )
+            if retry:
+                batches = extract.with_digests(batches, digests)
+            else:
+                run_id = run_id or str(uuid.uuid4())
+                batches, planned = _plan(coordinator, target, options, digests)
+            timings["plan"] = time.perf_counter() - started
+            if spilling:
+                started = time.perf_counter()
+                spill_dir = tempfile.mkdtemp(prefix="circuit-migrate-extract-")
+                spill.spill(
+                    source,
+                    exported,
+                    options.source_schema,
+                    batches,
+                    Path(spill_dir),
+                    workers=min(options.concurrency, 4),
+                    progress=get_run_logger().info,
                 )
-                ledger.add_batches(conn, run_id, batches)
-        assert run_id is not None
-        timings = {"plan": time.perf_counter() - started}
-        futures = [
-            migrate_batch.submit(run_id, batch, snapshot, source_url, target_url, options)
-            for batch in batches
-        ]
-        outcomes = []
-        for batch, future in zip(batches, futures, strict=True):
-            try:
-                outcomes.append(future.result())
-            except Exception as exc:  # transient errors that outlived their retries
-                outcomes.append(BatchOutcome(batch.batch_no, "failed", _transient_error(exc)))
-        coordinator.execute("rollback")
+                coordinator.execute("rollback")  # the snapshot is no longer needed
+                snapshot = None
+                timings["extract"] = time.perf_counter() - started
+            if not retry:
+                with db.connect(target) as conn, conn.transaction():
+                    ledger.create_run(
+                        conn,
+                        run_id,  # type: ignore[arg-type]
+                        dry_run=options.dry_run,
+                        options={**asdict(options), "plan": planned},
+                    )
+                    ledger.add_batches(conn, run_id, batches)  # type: ignore[arg-type]
+            assert run_id is not None
+            futures = [
+                migrate_batch.submit(
+                    run_id, batch, snapshot, source_url, target_url, options, spill_dir
+                )
+                for batch in batches
+            ]
+            outcomes = []
+            for batch, future in zip(batches, futures, strict=True):
+                try:
+                    outcomes.append(future.result())
+                except Exception as exc:  # transient errors that outlived their retries
+                    outcomes.append(BatchOutcome(batch.batch_no, "failed", _transient_error(exc)))
+            if snapshot is not None:
+                coordinator.execute("rollback")
+    finally:
+        if spill_dir is not None:
+            shutil.rmtree(spill_dir, ignore_errors=True)
     started = time.perf_counter()
     with db.connect(target, autocommit=True) as conn:
         status = ledger.finish_run(conn, run_id)

@@ -1,0 +1,304 @@
+"""Extract in one pass: read each legacy table once, in page ranges, and split its rows into one
+Arrow file set per batch on local disk, so a batch's extract reads its own files instead of
+scanning the legacy tables again (they have no index on ``user_id``).
+
+Memory is one page range at a time (``CHUNK_BYTES`` of table), whatever the table's size; disk
+holds about the legacy tables' size in Arrow until the run ends. Each row carries the md5 of its
+row text, from which a batch computes its users' legacy digests (:func:`batch_digests`, the same
+value as :func:`flows.extract.user_digests`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from flows import db, extract
+from flows.extract import (
+    LEGACY_TABLE_NAMES,
+    BatchRange,
+    LegacyBatch,
+    _null_session_keys,
+    _select_list,
+    copy_frame,
+    uuid_array,
+)
+from schemas import frames
+from schemas.errors import MigrationError
+
+CHUNK_BYTES = 16 << 20  # table bytes read per COPY
+KEY = "_user_key"
+ROW_MD5 = "_row_md5"
+NO_BATCH = -1
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+TABLES = ("auth_users", *LEGACY_TABLE_NAMES)
+
+
+@dataclass(frozen=True)
+class SpillSummary:
+    """What the pass read: rows per table and rows with no user key (the orphan batch's)."""
+
+    rows: Mapping[str, int]
+    orphan_rows: int
+
+
+class BatchIndex:
+    """Which batch a user key belongs to: contiguous ranges (a full run) or explicit key lists
+    (an incremental run); ``orphan_batch`` takes the rows with no key (None: drop them)."""
+
+    def __init__(self, batches: Sequence[BatchRange]) -> None:
+        ranged = [b for b in batches if b.user_keys is None and not b.orphans]
+        listed = [b for b in batches if b.user_keys is not None]
+        orphans = [b for b in batches if b.orphans]
+        self.orphan_batch = orphans[0].batch_no if orphans else None
+        ranged.sort(key=lambda b: str(b.user_from))
+        self._lower = pl.Series([b.user_from for b in ranged], dtype=pl.String)
+        self._upper = pl.Series([b.user_to for b in ranged], dtype=pl.String)
+        self._ranged_no = pl.Series([b.batch_no for b in ranged], dtype=pl.Int64)
+        self._listed = pl.DataFrame(
+            {
+                "key": [k for b in listed for k in b.user_keys or ()],
+                "listed_no": [b.batch_no for b in listed for _ in b.user_keys or ()],
+            },
+            schema={"key": pl.String, "listed_no": pl.Int64},
+        )
+
+    def of(self, keys: pl.Series) -> pl.Series:
+        """The batch number of each key (``NO_BATCH``: in no batch)."""
+        out = pl.Series("b", [NO_BATCH] * len(keys), dtype=pl.Int64)
+        if len(self._lower):
+            pos = self._lower.search_sorted(keys.fill_null(""), side="right").cast(pl.Int64) - 1
+            pos_ok = pos.clip(lower_bound=0)
+            inside = (
+                keys.is_not_null()
+                & (pos >= 0)
+                & (keys <= self._upper.gather(pos_ok)).fill_null(False)
+            )
+            out = pl.select(
+                pl.when(inside).then(self._ranged_no.gather(pos_ok)).otherwise(out)
+            ).to_series()
+        if self._listed.height:
+            found = pl.DataFrame({"key": keys}).join(
+                self._listed, on="key", how="left", maintain_order="left"
+            )["listed_no"]
+            out = pl.select(pl.coalesce(found, out)).to_series()
+        if self.orphan_batch is not None:
+            out = pl.select(
+                pl.when(keys.is_null()).then(self.orphan_batch).otherwise(out)
+            ).to_series()
+        return out.rename("b")
+
+
+def _queries(
+    schema: str, null_session_keys: Mapping[str, str]
+) -> dict[str, tuple[sql.Composable, sql.Composable, sql.Composable]]:
+    """Per table: (relation, join, user-key expression) for the spill query."""
+    s = sql.Identifier(schema)
+    ids = sql.Literal(uuid_array(null_session_keys))
+    keys = sql.Literal(uuid_array(null_session_keys.values()))
+    null_keys = sql.SQL("unnest({}::uuid[], {}::uuid[]) n(id, user_key)").format(ids, keys)
+    # A model without a user_id takes its session's (one index lookup, for those rows only).
+    session_user = sql.SQL(
+        "(select s.user_id from {s}.user_sessions s where s.id = x.session_id)"
+    ).format(s=s)
+    return {
+        "auth_users": (sql.SQL("auth.users"), sql.SQL(""), sql.SQL("x.id")),
+        "user_profiles": (
+            sql.SQL("{}.user_profiles").format(s),
+            sql.SQL(""),
+            sql.SQL("x.user_id"),
+        ),
+        "user_sessions": (
+            sql.SQL("{}.user_sessions").format(s),
+            sql.SQL("left join {} on x.user_id is null and n.id = x.id").format(null_keys),
+            sql.SQL("coalesce(x.user_id, n.user_key)"),
+        ),
+        "tagged_models": (
+            sql.SQL("{}.tagged_models").format(s),
+            sql.SQL("left join {} on x.user_id is null and n.id = x.session_id").format(null_keys),
+            sql.SQL("coalesce(x.user_id, {}, n.user_key)").format(session_user),
+        ),
+    }
+
+
+def _pages(conn: psycopg.Connection, relation: sql.Composable) -> int:
+    query = sql.SQL(
+        "select pg_relation_size({}::regclass) / current_setting('block_size')::int"
+    ).format(sql.Literal(relation.as_string(conn)))
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _schema_of(table: str) -> frames.Schema:
+    return frames.LEGACY_FRAMES[table]
+
+
+def spill(
+    source_url: str,
+    snapshot: str,
+    schema: str,
+    batches: Sequence[BatchRange],
+    folder: Path,
+    *,
+    workers: int = 2,
+    progress: Callable[[str], None] = lambda line: None,
+) -> SpillSummary:
+    """Read every legacy table and ``auth.users`` once, in ``snapshot`` (the run's), on
+    ``workers`` connections at once, and write each row to the files of its batch under
+    ``folder``."""
+    index = BatchIndex(batches)
+    with db.connect(source_url, autocommit=True) as conn:
+        extract.use_snapshot(conn, snapshot)
+        null_keys = {str(i): str(k) for i, k in conn.execute(_null_session_keys(schema)).fetchall()}
+        queries = _queries(schema, null_keys)
+        jobs = [
+            (table, chunk, query)
+            for table, (relation, join, key) in queries.items()
+            for chunk, query in enumerate(
+                _chunk_queries(table, relation, join, key, _pages(conn, relation))
+            )
+        ]
+        conn.execute("rollback")
+    local = threading.local()
+    opened: list[psycopg.Connection] = []
+    lock = threading.Lock()
+
+    def run(job: tuple[str, int, sql.Composable]) -> tuple[str, int, int]:
+        table, chunk, query = job
+        if not hasattr(local, "conn"):
+            local.conn = db.connect(source_url, autocommit=True)
+            extract.use_snapshot(local.conn, snapshot)
+            with lock:
+                opened.append(local.conn)
+        frame = copy_frame(
+            local.conn, query, {**_schema_of(table), KEY: pl.String, ROW_MD5: pl.String}
+        )
+        orphans = int(frame[KEY].null_count()) if table != "auth_users" else 0
+        _write_parts(folder, table, chunk, frame.with_columns(index.of(frame[KEY])))
+        return table, frame.height, orphans
+
+    rows = dict.fromkeys(queries, 0)
+    orphan_rows = 0
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for table, n, orphans in pool.map(run, jobs):
+                rows[table] += n
+                orphan_rows += orphans
+    finally:
+        for conn in opened:
+            conn.close()
+    for table, n in rows.items():
+        progress(f"extracted {table}: {n:,} rows")
+    return SpillSummary(rows, orphan_rows)
+
+
+def _chunk_queries(
+    table: str, relation: sql.Composable, join: sql.Composable, key: sql.Composable, pages: int
+) -> list[sql.Composable]:
+    """One query per page range of the table; the last range is open-ended (the table may have
+    grown since its size was read)."""
+    step = max(1, CHUNK_BYTES // 8192)
+    starts = list(range(0, pages, step)) or [0]
+    out: list[sql.Composable] = []
+    for chunk, start in enumerate(starts):
+        upper = (
+            sql.SQL(" and x.ctid < {}::tid").format(sql.Literal(f"({start + step},0)"))
+            if chunk < len(starts) - 1
+            else sql.SQL("")
+        )
+        out.append(
+            sql.SQL(
+                "select {cols}, ({key})::text as {k}, md5(x::text) as {h} from {rel} x {join}"
+                " where x.ctid >= {lo}::tid{upper}"
+            ).format(
+                cols=_select_list(_schema_of(table), "x"),
+                key=key,
+                k=sql.Identifier(KEY),
+                h=sql.Identifier(ROW_MD5),
+                rel=relation,
+                join=join,
+                lo=sql.Literal(f"({start},0)"),
+                upper=upper,
+            )
+        )
+    return out
+
+
+def _write_parts(folder: Path, table: str, chunk: int, frame: pl.DataFrame) -> None:
+    for (batch_no,), part in frame.partition_by("b", as_dict=True, include_key=False).items():
+        if batch_no == NO_BATCH:
+            continue
+        directory = folder / table / str(batch_no)
+        directory.mkdir(parents=True, exist_ok=True)
+        part.write_ipc(directory / f"{chunk:06d}.arrow", compression="uncompressed")
+
+
+def _read(folder: Path, table: str, batch_no: int) -> pl.DataFrame:
+    files = sorted((folder / table / str(batch_no)).glob("*.arrow"))
+    schema = {**_schema_of(table), KEY: pl.String, ROW_MD5: pl.String}
+    if not files:
+        return frames.empty(schema)
+    return pl.concat([pl.read_ipc(f) for f in files]).sort("id")
+
+
+@dataclass(frozen=True)
+class SpilledBatch:
+    """A batch's legacy frames (as :func:`flows.extract.extract_batch` reads them) and its
+    users' legacy digests."""
+
+    data: LegacyBatch
+    digests: tuple[tuple[str, str], ...]
+
+
+def read_batch(folder: Path, batch: BatchRange) -> SpilledBatch:
+    """The batch's rows from its files (a batch of users deleted from the source has none);
+    raises ``MigrationError`` if the folder is gone."""
+    if not folder.is_dir():
+        raise MigrationError(f"batch {batch.batch_no}: the extracted rows under {folder} are gone")
+    parts = {table: _read(folder, table, batch.batch_no) for table in TABLES}
+    present = pl.concat([parts[t].select("user_id") for t in LEGACY_TABLE_NAMES])["user_id"]
+    auth = parts["auth_users"].filter(pl.col("id").is_in(present.drop_nulls().implode()))
+    data = LegacyBatch(
+        auth_users=auth.select(list(frames.AUTH_USERS)),
+        **{t: parts[t].select(list(_schema_of(t))) for t in LEGACY_TABLE_NAMES},
+    )
+    digests = () if batch.orphans else batch_digests(parts)
+    return SpilledBatch(data, digests)
+
+
+def batch_digests(parts: Mapping[str, pl.DataFrame]) -> tuple[tuple[str, str], ...]:
+    """Per user key of the frames: the digest :func:`flows.extract.user_digests` computes in
+    SQL, from the rows' ``_user_key`` and ``_row_md5`` columns."""
+    rows = pl.concat(
+        [
+            parts[t].select(
+                pl.col(KEY).alias("key"), pl.lit(t).alias("t"), pl.col("id"), pl.col(ROW_MD5)
+            )
+            for t in LEGACY_TABLE_NAMES
+        ]
+    ).filter(pl.col("key").is_not_null())
+    joined = (
+        rows.sort("key", "t", "id")
+        .group_by("key", maintain_order=True)
+        .agg(pl.concat_str("t", pl.lit(":"), ROW_MD5).str.join("|").alias("text"))
+        .join(
+            parts["auth_users"].select(pl.col("id").alias("key"), pl.col(ROW_MD5).alias("auth")),
+            on="key",
+            how="left",
+        )
+    )
+    out = []
+    for key, text, auth in joined.iter_rows():
+        inner = hashlib.md5(text.encode()).hexdigest()
+        digest = hashlib.md5(f"{inner}|auth:{auth or EMPTY_MD5}".encode()).hexdigest()
+        out.append((key, digest))
+    return tuple(sorted(out))
