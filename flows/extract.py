@@ -63,29 +63,6 @@ def uuid_array(keys: Iterable[str]) -> str:
     return "{" + ",".join(str(uuid.UUID(k)) for k in keys) + "}"
 
 
-def _user_keys(schema: str) -> sql.Composed:
-    """SQL for (source_table, id, user_key) over the legacy tables, set-based (hash joins)."""
-    s = sql.Identifier(schema)
-    return sql.SQL(
-        """
-        with model_user as (
-          select session_id, min(user_id::text)::uuid as user_id from {s}.tagged_models
-           where session_id is not null and user_id is not null group by session_id
-        ),
-        session_key as (
-          select s.id, coalesce(s.user_id, m.user_id) as user_key
-            from {s}.user_sessions s left join model_user m on m.session_id = s.id
-        )
-        select 'user_sessions' as source_table, id, user_key from session_key
-        union all
-        select 'tagged_models', t.id, coalesce(t.user_id, k.user_key)
-          from {s}.tagged_models t left join session_key k on k.id = t.session_id
-        union all
-        select 'user_profiles', p.id, p.user_id from {s}.user_profiles p
-        """
-    ).format(s=s)
-
-
 def check_source(conn: psycopg.Connection, schema: str) -> None:
     """Raise SourceSchemaMismatch unless the legacy tables have the columns of DESIGN.md §3."""
     expected = {
@@ -147,7 +124,7 @@ def _null_session_keys(schema: str) -> sql.Composed:
 
 
 def has_orphans(conn: psycopg.Connection, schema: str) -> bool:
-    """Whether any legacy row has no user key at all (see :func:`_user_keys`)."""
+    """Whether any legacy row has no user key at all (the module's rule)."""
     s = sql.Identifier(schema)
     query = sql.SQL(
         """
@@ -436,7 +413,7 @@ def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> L
         users_query = sql.SQL("select {cols} from auth.users x where x.id {} order by x.id").format(
             key_filter, cols=_select_list(frames.AUTH_USERS, "x")
         )
-        # Every user key of the batch is the user_id of one of its rows (see _user_keys).
+        # Every user key of the batch is the user_id of one of its rows (see plan_batches).
         present = pl.concat([out[t].select("user_id") for t in LEGACY_TABLE_NAMES])["user_id"]
         users = copy_frame(conn, users_query, frames.AUTH_USERS)
         out["auth_users"] = users.filter(pl.col("id").is_in(present.drop_nulls().implode()))
