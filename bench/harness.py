@@ -290,6 +290,22 @@ def _with_database(url: str, name: str) -> str:
     return with_database(url, name)
 
 
+def reset_target(url: str) -> None:
+    """Empty the target tables and the ledger (a database seeded by an earlier run)."""
+    from schemas.tables import LEDGER_TABLES, TARGET_TABLES
+
+    names = [
+        sql.SQL("{}.{}").format(sql.Identifier(TARGET_SCHEMA), sql.Identifier(t.name))
+        for t in TARGET_TABLES
+    ]
+    names += [sql.SQL("migration.{}").format(sql.Identifier(t.name)) for t in LEDGER_TABLES]
+    with psycopg.connect(url) as conn:
+        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(names)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("vacuum analyze")
+        conn.execute("checkpoint")
+
+
 def run_benchmark(
     server_url: str,
     scale: str,
@@ -299,19 +315,28 @@ def run_benchmark(
     seed: int = 0,
     keep: bool = False,
     skip_verify: bool = False,
+    reuse: str | None = None,
     progress: Callable[[str], None] = lambda line: None,
 ) -> BenchResult:
-    """Seed a fresh database at ``scale``, then time the floor, the migration and verify."""
+    """Seed a fresh database at ``scale`` (or empty the target of database ``reuse``, seeded by
+    an earlier ``--keep`` run, and keep it), then time the floor, the migration and verify."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}: one of {', '.join(SCALES)}")
     users = max(1, SCALES[scale] // MODELS_PER_USER)
-    name = f"cm_bench_{scale}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    name = reuse or f"cm_bench_{scale}_{uuid.uuid4().hex[:8]}"
+    keep = keep or reuse is not None
+    if reuse is None:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     url = _with_database(server_url, name)
     try:
-        progress(f"seeding {users:,} users into database {name}")
-        seeded = _in_child(seed_step, url, users, seed)
+        if reuse is None:
+            progress(f"seeding {users:,} users into database {name}")
+            seeded = _in_child(seed_step, url, users, seed)
+        else:
+            progress(f"reusing database {name}: emptying its target and ledger")
+            reset_target(url)
+            seeded = {"seconds": 0.0}
         rows = source_rows(url)
         progress(f"seeded in {seeded['seconds']:.1f} s: {rows}; running the floor")
         floor = floor_step(url)
@@ -417,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--skip-verify", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        metavar="DATABASE",
+        help="skip seeding: empty the target of this database (kept by an earlier --keep run "
+        "of the same scale) and run on its legacy data; the database is kept",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -428,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             keep=args.keep,
             skip_verify=args.skip_verify,
+            reuse=args.reuse,
             progress=lambda line: print(f"[bench] {line}", file=sys.stderr, flush=True),
         )
     except psycopg.OperationalError as exc:
