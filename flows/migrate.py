@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from flows import db, extract, ledger, spill
 from flows.load import BatchUsers, write_ledger, write_target_isolating
 from flows.lock import run_lock
+from flows.memory import release_freed_memory
 from flows.report_files import publish_report_artifacts
 from schemas.errors import ConfigurationError, MigrationError, Transient, TransientLoadError
 from transforms.accounting import accounting
@@ -279,12 +280,14 @@ def migrate_batch(
             run_id, batch, snapshot, source_url.get_secret_value(), target, options, spill_dir
         )
     except Exception as exc:
+        release_freed_memory()
         message = _transient_error(exc)
         with db.connect(target, autocommit=True) as conn:
             ledger.fail_batch(conn, run_id, batch.batch_no, message)
         if is_transient(exc):
             raise TransientLoadError(message) from exc
         return BatchOutcome(batch.batch_no, "failed", message)
+    release_freed_memory()
     return BatchOutcome(batch.batch_no, "succeeded", None, counts)
 
 
@@ -406,6 +409,7 @@ def _migrate(
                 )
                 coordinator.execute("rollback")  # the snapshot is no longer needed
                 snapshot = None
+                release_freed_memory()
                 timings["extract"] = time.perf_counter() - started
             if not retry:
                 with db.connect(target) as conn, conn.transaction():
