@@ -120,6 +120,16 @@ def start_batch(conn: psycopg.Connection, run_id: str, batch_no: int) -> int:
     return int(row[0]) if row else 0
 
 
+def batch_loaded(conn: psycopg.Connection, run_id: str, batch_no: int) -> bool:
+    """Whether an attempt of the batch ever committed its load (and so its ledger rows)."""
+    row = conn.execute(
+        "select coalesce(counts ? 'tables', false) from migration.batches"
+        " where run_id = %s and batch_no = %s",
+        [run_id, batch_no],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def finish_batch(
     conn: psycopg.Connection, run_id: str, batch_no: int, counts: Mapping[str, Any]
 ) -> None:

@@ -183,6 +183,8 @@ def run_batch(
 
     started = time.perf_counter()
     with db.connect(target_url) as dst, dst.transaction():
+        # Only a batch whose earlier attempt committed has ledger rows to replace.
+        replace = ledger.batch_loaded(dst, run_id, batch.batch_no)
         loaded = None
         rejected: dict[str, str] = {}
         if not options.dry_run:
@@ -221,6 +223,7 @@ def run_batch(
                 "links": result.links,
             },
             links=not options.dry_run,
+            replace=replace,
         )
         if not options.dry_run:
             ledger.write_digests(dst, run_id, batch.key_filter(), digests, rejected)

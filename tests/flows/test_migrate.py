@@ -307,3 +307,44 @@ def test_rows_the_database_rejects_quarantine_only_their_user(
         " from migration.batches, jsonb_each(counts->'tables') group by key",
     ):
         assert source == done, table
+
+
+def test_a_batch_run_again_after_its_commit_replaces_its_ledger_rows(
+    seeded_db: Callable[[int, int], str], tmp_path: Path
+) -> None:
+    """A transient error after the commit (the acknowledgement lost) re-runs a batch whose
+    load and ledger rows are already in: the re-run must replace them, not fail or double."""
+    from flows import db, ledger
+    from flows.migrate import run_batch
+
+    url = seeded_db(40, 11)
+    options = RunOptions(source_schema="legacy", batch_size=100)
+    with db.connect(url, autocommit=True) as conn:
+        extract.use_snapshot(conn, None)
+        batch = extract.plan_batches(conn, "legacy", 100)[0]
+        conn.execute("rollback")
+    run_id = "00000000-0000-0000-0000-0000000000b1"
+    with db.connect(url) as conn, conn.transaction():
+        ledger.create_run(conn, run_id, dry_run=False, options={})
+        ledger.add_batches(conn, run_id, [batch])
+
+    def ledger_rows() -> tuple[int, int, int]:
+        with db.connect(url) as conn:
+            row = conn.execute(
+                "select (select count(*) from migration.id_map where run_id = %(r)s),"
+                " (select count(*) from migration.quarantine where run_id = %(r)s),"
+                " (select count(*) from migration.repairs where run_id = %(r)s)",
+                {"r": run_id},
+            ).fetchone()
+        assert row is not None
+        return row
+
+    with db.connect(url) as conn:
+        assert not ledger.batch_loaded(conn, run_id, batch.batch_no)
+    first = run_batch(run_id, batch, None, url, url, options)
+    after_first = ledger_rows()
+    with db.connect(url) as conn:
+        assert ledger.batch_loaded(conn, run_id, batch.batch_no)
+    second = run_batch(run_id, batch, None, url, url, options)
+    assert ledger_rows() == after_first and after_first[0] > 0
+    assert first["tables"] == second["tables"]
