@@ -23,6 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY
+
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 # Tagged models per scale; users = tagged models / 20.
 SCALES: Mapping[str, int] = {
@@ -310,8 +312,8 @@ def run_benchmark(
     server_url: str,
     scale: str,
     *,
-    batch_size: int = 500,
-    concurrency: int = 4,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    concurrency: int = DEFAULT_CONCURRENCY,
     seed: int = 0,
     keep: bool = False,
     skip_verify: bool = False,
@@ -437,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         help="a server where this user may create databases (default TEST_DATABASE_URL or "
         "the local server)",
     )
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--skip-verify", action="store_true")

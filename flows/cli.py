@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows import db, ledger, schema_ops
-from flows.settings import load_settings
+from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, load_settings
 from schemas import ddl
 from schemas.errors import MigrationError, ReconciliationMismatch
 
@@ -189,8 +189,10 @@ def run(
     target_url: TargetUrl = None,
     source_schema: SourceSchema = None,
     target_schema: TargetSchema = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Users per batch.")] = 500,
-    concurrency: Annotated[int, typer.Option(min=1, help="Batches loaded at once.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per batch.")] = DEFAULT_BATCH_SIZE,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Batches loaded at once.")
+    ] = DEFAULT_CONCURRENCY,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Everything but the writes to target tables.")
     ] = False,
@@ -468,8 +470,10 @@ def serve(
     target_url: TargetUrl = None,
     source_schema: SourceSchema = None,
     target_schema: TargetSchema = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Users per batch.")] = 500,
-    concurrency: Annotated[int, typer.Option(min=1, help="Batches loaded at once.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per batch.")] = DEFAULT_BATCH_SIZE,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Batches loaded at once.")
+    ] = DEFAULT_CONCURRENCY,
     link_overrides: Annotated[
         Path | None,
         typer.Option(help="CSV tagged_model_id,circuit_config_id (an edited review.csv)."),

@@ -30,6 +30,7 @@ from flows.load import BatchUsers, write_ledger, write_target_isolating
 from flows.lock import run_lock
 from flows.memory import release_freed_memory
 from flows.report_files import publish_report_artifacts
+from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY
 from schemas.errors import ConfigurationError, MigrationError, Transient, TransientLoadError
 from transforms.accounting import accounting
 from transforms.pipeline import TransformResult, transform
@@ -55,8 +56,8 @@ class RunOptions:
 
     source_schema: str = "public"
     target_schema: str = "public"
-    batch_size: int = 500
-    concurrency: int = 4
+    batch_size: int = DEFAULT_BATCH_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
     dry_run: bool = False
     link_overrides: str | None = None
     # Only users whose legacy digest changed, new users and deleted users (plus orphans).

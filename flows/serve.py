@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from flows.migrate import RunOptions, RunSummary, run_migration
 from flows.report_files import write_run_report
-from flows.settings import load_settings
+from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, load_settings
 from schemas.errors import ConfigurationError, MigrationError
 
 DEPLOYMENT_NAME = "circuit-migrate"
@@ -31,8 +31,8 @@ class ScheduleOptions:
 
     source_schema: str | None = None
     target_schema: str | None = None
-    batch_size: int = 500
-    concurrency: int = 4
+    batch_size: int = DEFAULT_BATCH_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
     link_overrides: str | None = None
     report_dir: str = "migration-reports"
     incremental: bool = True
@@ -72,8 +72,8 @@ def run_options(
 def scheduled_migrate(
     source_schema: str | None = None,
     target_schema: str | None = None,
-    batch_size: int = 500,
-    concurrency: int = 4,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    concurrency: int = DEFAULT_CONCURRENCY,
     link_overrides: str | None = None,
     report_dir: str = "migration-reports",
     incremental: bool = True,

@@ -7,6 +7,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError
 
+# Run defaults (docs/PERFORMANCE.md): batches big enough that per-batch costs (statements,
+# Polars set-up) are small next to the rows, small enough to keep a batch's memory to ~100 MB;
+# two batches at once keep 2 cores busy (one transforms while the other's load runs in
+# PostgreSQL).
+DEFAULT_BATCH_SIZE = 2500
+DEFAULT_CONCURRENCY = 2
+
 
 class Settings(BaseSettings):
     """Connection URLs and options; from CLI flags, else the environment (``SOURCE_DATABASE_URL``,
