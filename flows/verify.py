@@ -10,16 +10,34 @@ clamped grid too; an element joins a legacy row of the same content) and the con
 they map to (own id, or the run's ``migration.id_map``). The target side is read the same way,
 plus its models' links against ``migration.links``; ``reports.verification`` compares.
 
-Both databases are read in one read-only repeatable-read transaction each, by COPY of per-user
-aggregates (counts, ``md5`` digests); only the users whose digests differ are then read row by
-row, in one COPY per side, to say what differs with the float tolerance applied.
+Nothing is read row by row unless it differs: digests are computed inside PostgreSQL and
+narrowed down the way data-diff bisects.
+
+1. Per bucket of users (the first ``BUCKET_DIGITS`` hex digits of the user key) and per part of
+   the check (``_PARTS``: tagged models, sessions and the profile; the number of circuits; the
+   configuration ids), the count and the digest of the users' signatures, what the target must
+   hold or holds. A digest is a sum of 64-bit hashes: order-independent, so no sort, and it
+   aggregates in parallel workers. A clean target ends here, a few thousand rows shipped.
+2. For the buckets that differ in some part only: per-user summaries (counts and digests).
+3. For the users whose digests differ only: their rows, compared in Python with the float
+   tolerance applied.
+
+Each database is read in one read-only repeatable-read transaction: the source on one connection
+per part, the target on one more, in one snapshot when they are the same database, all at once.
+The target's links get a cheap global test first, the full query only when it fails. Hashes are
+PostgreSQL's, of typed values (no text built per row; a circuit parameter hashes as its numeric
+value, a legacy string as the number it reads as), or a prefix of ``md5`` of text when the two
+servers disagree on them (another byte order). The ledger's many thousand ids are bound as
+parameters by the server under a generic plan, and looked up by hash.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -42,36 +60,67 @@ LEGACY_GRID = (10, 100)  # grid_size, num_points
 LEGACY_FREQ = (0.1, 100000.0)  # min_freq, max_freq
 GRID_SIZE_RANGE = (2, 25)  # DESIGN.md section 4 CHECK ranges (legacy values are clamped)
 NUM_POINTS_RANGE = (10, 1000)
+BUCKET_DIGITS = 3  # users are bucketed by this many leading hex digits of their key (4,096)
 
 PARAMETERS = CIRCUIT_PARAMETER_KEYS[:5]  # Rsh, Ra, Ca, Rb, Cb
 _WS = r"E' \t\n\r\f\v'"
 _NUMBER = r"'^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]{1,4})?$'"
+# A JSON number's text (numeric_out: a plain decimal) of at most this many characters is zero or
+# of magnitude within 1e-300..1e300, so it casts to float8 without the pattern or range checks.
+_SHORT_NUMBER = 300
+
+# One value per hash function the digests use: equal on both servers, or the portable hashes.
+_PROBE = """
+select hashtextextended('circuit-migrate', 0), jsonb_hash_extended('[1.5, "a"]', 1),
+       uuid_hash_extended('00000000-0000-4000-8000-000000000001', 1), hashfloat8extended(1.5, 1),
+       timestamp_hash_extended('2000-01-01 00:00:01', 1), hashint8extended(1, 1)
+"""
 
 
 def _num(text: str) -> str:
-    """SQL: the trimmed JSON text column ``text`` as float8, null unless it reads as a finite
-    number (``text`` must be a plain column: it is referenced several times)."""
+    """SQL: text ``text`` as float8, null unless it reads as a finite number within 1e-300..1e300
+    or zero (``text`` is referenced several times)."""
     return (
         f"(case when {text} ~ {_NUMBER} then (case when {text}::numeric = 0"
         f" or abs({text}::numeric) between 1e-300 and 1e300 then {text}::float8 end) end)"
     )
 
 
-def _texts(json: str, *, legacy: bool, extra: Mapping[str, str] | None = None) -> str:
-    """SQL: a ``cross join lateral`` subquery ``x`` with the trimmed text of each parameter of the
-    JSON object ``json`` (``x.t_Rsh`` .. ``x.t_Cb``; legacy: ``Rsh`` else ``Rs``) and of the
-    ``extra`` expressions, computed once per row (``offset 0`` keeps the planner from inlining
-    them into every use)."""
-    items = {"t_Rsh": f"coalesce({json}->>'Rsh', {json}->>'Rs')" if legacy else f"{json}->>'Rsh'"}
-    items |= {f"t_{key}": f"{json}->>'{key}'" for key in PARAMETERS[1:]}
-    items |= dict(extra or {})
-    columns = ", ".join(f"btrim({expr}, {_WS}) as {name}" for name, expr in items.items())
-    return f"cross join lateral (select {columns} offset 0) x"
+def _number(value: str, text: str) -> str:
+    """SQL: the JSON value ``value`` (``text``: the same as text, as ``->>`` gives it) as float8:
+    a JSON number, or a string that reads as one once trimmed; null otherwise (see :func:`_num`).
+    """
+    trimmed = f"btrim({text}, {_WS})"
+    return (
+        f"(case jsonb_typeof({value}) when 'number' then (case when length({text})"
+        f" <= {_SHORT_NUMBER} then {text}::float8 else {_num(text)} end)"
+        f" when 'string' then {_num(trimmed)} end)"
+    )
 
 
-def _values() -> str:
-    """SQL select-list items "Rsh".."Cb": the numbers of the texts of :func:`_texts`."""
-    return ", ".join(f'{_num(f"x.t_{key}")} as "{key}"' for key in PARAMETERS)
+def _member(json: str, key: str) -> str:
+    """SQL: member ``key`` of the JSON object ``json`` as float8 (:func:`_number`)."""
+    return _number(f"({json}->'{key}')", f"({json}->>'{key}')")
+
+
+def _item(json: str, index: int) -> str:
+    """SQL: item ``index`` of the JSON array ``json`` as float8 (:func:`_number`)."""
+    return _number(f"({json}->{index})", f"({json}->>{index})")
+
+
+def _parameter(json: str, key: str, *, legacy: bool) -> str:
+    """SQL: circuit parameter ``key`` of the JSON object ``json`` (legacy: ``Rsh`` else ``Rs``)."""
+    if key == "Rsh" and legacy:
+        return (
+            f"(case when {json}->>'Rsh' is not null then {_member(json, 'Rsh')}"
+            f" else {_member(json, 'Rs')} end)"
+        )
+    return _member(json, key)
+
+
+def _values(json: str, *, legacy: bool) -> str:
+    """SQL select-list items "Rsh".."Cb": the parameters of the JSON object ``json``."""
+    return ", ".join(f'{_parameter(json, key, legacy=legacy)} as "{key}"' for key in PARAMETERS)
 
 
 def _in_schema(text: str, schema: str) -> sql.Composed:
@@ -83,13 +132,25 @@ def _in_schema(text: str, schema: str) -> sql.Composed:
     return out
 
 
+# 10^0 .. 10^22, each exact in float8.
+_POWERS_OF_TEN = "'{" + ",".join(f"1e{k}" for k in range(23)) + "}'::float8[]"
+
+
 def _sig(expr: str) -> str:
     """SQL: float8 column ``expr`` (finite or null) rounded to FLOAT_SIG_DIGITS significant
-    digits, as numeric: a content key."""
+    digits, a content key: ``round(expr::numeric, d)`` (its 15-digit decimal rounded half away
+    from zero, d = FLOAT_SIG_DIGITS - 1 - floor(log10|expr|)) as float8, which is one-to-one on
+    such decimals. Computed in float8 at a fraction of the cost, as round(|expr| * 10^d) / 10^d
+    (the divisor exact, the quotient correctly rounded), where 0 <= d <= 22 and the product lies
+    more than 1e-4 from a half (its error is under 1e-5, so the rounding is the same); in
+    numeric otherwise."""
+    d = f"({FLOAT_SIG_DIGITS} - 1 - floor(log(abs({expr}))))"
+    scaled = f"(abs({expr}) * 10::float8 ^ {d})"
+    fast = f"sign({expr}) * round({scaled}) / ({_POWERS_OF_TEN})[{d}::int + 1]"
     return (
-        f"(case when {expr} is null or {expr} = 0"
-        f" then {expr}::numeric else round({expr}::numeric,"
-        f" ({FLOAT_SIG_DIGITS} - 1 - floor(log(abs({expr}))))::int) end)"
+        f"(case when {expr} is null or {expr} = 0 then {expr}"
+        f" when {d} between 0 and 22 and abs({scaled} - floor({scaled}) - 0.5) > 1e-4"
+        f" then {fast} else round({expr}::numeric, {d}::int)::float8 end)"
     )
 
 
@@ -97,155 +158,269 @@ def _name(expr: str) -> str:
     return f"regexp_replace({expr}, '^\\s+|\\s+$', '', 'g')"
 
 
+def _digest(count: str, total: str) -> str:
+    """SQL: a set's digest as text, ``count:sum of row hashes``; null for an empty set."""
+    return f"(case when {count} > 0 then {count}::bigint || ':' || {total}::text end)"
+
+
 _MICROS = "(extract(epoch from {}) * 1000000)::bigint"
 
-_MODEL_COLUMNS = (
-    "id, user_id, session_id, model_id, tag_name, tag_category, resnorm_value, tagged_at,"
-    ' notes, is_interesting, "Rsh", "Ra", "Ca", "Rb", "Cb"'
-)
-# One line per model, every field quoted (null-safe, unambiguous); floats as float8 text,
-# which is exact under extra_float_digits = 1.
-_MODEL_LINE = (
-    "concat_ws(',', "
-    + ", ".join(
-        f"quote_nullable({c}::text)"
-        for c in (
-            "id",
-            "session_id",
-            "model_id",
-            "tag_name",
-            "tag_category",
-            "resnorm_value",
-            "tagged_at",
-            "notes",
-            "is_interesting",
-            '"Rsh"',
-            '"Ra"',
-            '"Ca"',
-            '"Rb"',
-            '"Cb"',
-        )
+
+def _model_fields(*, legacy: bool) -> dict[str, str]:
+    """SQL per ``MODEL_ROWS`` column but ``user_id``, over a tagged model ``t`` (a legacy one of
+    CTE ``legacy_models``, whose session is null when the ledger quarantined it)."""
+    session = "t.kept_session_id" if legacy else "t.session_id"
+    fields = {
+        "id": "t.id::text",
+        "session_id": f"{session}::text",
+        "model_id": "t.model_id::text",
+        "tag_name": "t.tag_name::text",
+        "tag_category": "t.tag_category::text",
+        "resnorm_value": "t.resnorm_value::float8",
+        "tagged_at": _MICROS.format("t.tagged_at"),
+        "notes": "t.notes",
+        "is_interesting": "t.is_interesting",
+    }
+    return fields | {k: _parameter("t.circuit_parameters", k, legacy=legacy) for k in PARAMETERS}
+
+
+def _model_line(fields: Mapping[str, str]) -> str:
+    """SQL: one text per model, every field quoted (null-safe, unambiguous); floats as float8
+    text, which is exact under extra_float_digits = 1."""
+    return (
+        "concat_ws(',', " + ", ".join(f"quote_nullable(({e})::text)" for e in fields.values()) + ")"
     )
-    + ")"
-)
-
-_SUMMARIES = f"""
-model_summary as (
-  select user_id, count(*) as n,
-         md5(string_agg({_MODEL_LINE}, E'\\n' order by id collate "C")) as digest
-    from model_rows group by user_id
-),
-session_summary as (
-  select user_id, count(*) as n, md5(string_agg(id, ',' order by id collate "C")) as digest
-    from session_rows group by user_id
-),
-circuit_summary as (
-  select user_id, count(*) as n, md5(string_agg(id, ',' order by id collate "C")) as digest
-    from circuit_ids group by user_id
-)"""
 
 
-# Frequency range texts: a legacy row's parameters.frequency_range, an element's frequencyRange
-# (then its parameters.frequency_range).
-_PROFILE_TEXTS = {
-    "t_lo": "p.parameters->'frequency_range'->>0",
-    "t_hi": "p.parameters->'frequency_range'->>1",
-}
-_ELEMENT_TEXTS = {
-    "t_elo": "e.el->'frequencyRange'->>0",
-    "t_ehi": "e.el->'frequencyRange'->>1",
-    "t_lo": "e.el->'parameters'->'frequency_range'->>0",
-    "t_hi": "e.el->'parameters'->'frequency_range'->>1",
-}
+def _model_columns(fields: Mapping[str, str], user: str) -> str:
+    """SQL select list of ``MODEL_ROWS``: ``fields`` and ``user`` as user_id."""
+    columns = {"id": fields["id"], "user_id": user} | {
+        name: expr for name, expr in fields.items() if name != "id"
+    }
+    assert list(columns) == list(V.MODEL_ROWS)
+    return ", ".join(f'{expr} as "{name}"' for name, expr in columns.items())
 
 
-def _source_ctes(schema: str) -> sql.Composed:
-    """The source CTEs: what the target must hold. ``model_rows``, ``session_rows`` and
-    ``circuit_ids`` (configuration ids the circuits map to) per user key, ``circuit_counts``
-    (distinct circuits), ``user_rows`` (every legacy row and element, quarantined or not),
-    ``unowned`` and the summaries. Parameters (text arrays, from :func:`_ledger`): quarantined
-    ids per source table, merged tagged model ids, the id map of circuit sources."""
+def _parameter_hash(
+    json: str, key: str, seed: int, *, legacy: bool, absent: str = "null::bigint"
+) -> str:
+    """SQL: the hash of member ``key`` of the JSON object ``json`` as a JSON number: of its value
+    whatever its scale (``jsonb_hash_extended``), so equal hashes mean equal floats. A legacy
+    string that reads as a number once trimmed hashes as that number; a legacy member that is
+    missing or null is ``absent``; anything else is null. The target's member is hashed as it
+    is (one lookup): a target string, or two spellings of one float (more digits than it needs),
+    only makes its user's digest differ, and the user's rows are then compared (with the
+    tolerance)."""
+    value = f"({json}->'{key}')"
+    if not legacy:
+        return f"jsonb_hash_extended({value}, {seed})"
+    trimmed = f"btrim({json}->>'{key}', {_WS})"
+    return (
+        f"(case jsonb_typeof({value}) when 'number' then jsonb_hash_extended({value}, {seed})"
+        f" when 'string' then (case when {trimmed} ~ {_NUMBER}"
+        f" then jsonb_hash_extended(to_jsonb({trimmed}::numeric), {seed}) end)"
+        f" when 'null' then {absent} else (case when {value} is null then {absent} end) end)"
+    )
+
+
+@dataclass(frozen=True)
+class _Hashing:
+    """The 64-bit hashes digests sum: PostgreSQL's hash functions on typed values (no text to
+    build per row), or, when the two servers disagree on them (another byte order), a prefix
+    of ``md5`` of text, slower but the same everywhere."""
+
+    portable: bool
+
+    def text(self, expr: str) -> str:
+        """SQL: the hash of text ``expr``."""
+        if self.portable:
+            return f"('x' || left(md5({expr}), 16))::bit(64)::bigint"
+        return f"hashtextextended({expr}, 0)"
+
+    def pair(self, first: str, second: str) -> str:
+        """SQL: the hash of the pair of uuids ``first``, ``second``."""
+        if self.portable:
+            return self.text(f"{first}::text || ',' || {second}::text")
+        return (
+            f"hashint8extended(uuid_hash_extended({first}, 1) # uuid_hash_extended({second}, 2), 0)"
+        )
+
+    def model(self, *, legacy: bool) -> str:
+        """SQL: the hash of a tagged model ``t``'s ``MODEL_ROWS`` fields but ``user_id``: its
+        fields' hashes (each with its own seed; null as 0) combined by xor, then hashed again,
+        so that rows sum into a digest no exchange of values between rows preserves."""
+        fields = _model_fields(legacy=legacy)
+        if self.portable:
+            return self.text(_model_line(fields))
+        typed = {
+            "id": "uuid_hash_extended(t.id, {})",
+            "session_id": "uuid_hash_extended(t.{}, {{}})".format(
+                "kept_session_id" if legacy else "session_id"
+            ),
+            "model_id": "hashtextextended(t.model_id, {})",
+            "tag_name": "hashtextextended(t.tag_name, {})",
+            "tag_category": "hashtextextended(t.tag_category, {})",
+            "resnorm_value": "hashfloat8extended(t.resnorm_value, {})",
+            "tagged_at": "timestamp_hash_extended(t.tagged_at::timestamp, {})",  # time zone UTC
+            "notes": "hashtextextended(t.notes, {})",
+            "is_interesting": "hashint8extended(t.is_interesting::int, {})",
+        }
+        assert list(typed) == list(fields)[: len(typed)]
+        hashes = [expr.format(seed) for seed, expr in enumerate(typed.values(), 1)]
+        json = "t.circuit_parameters"
+        for seed, key in enumerate(PARAMETERS, len(hashes) + 1):
+            absent = "null::bigint"
+            if key == "Rsh" and legacy:  # Rsh, else Rs
+                absent = _parameter_hash(json, "Rs", seed, legacy=True)
+            hashes.append(_parameter_hash(json, key, seed, legacy=legacy, absent=absent))
+        combined = " # ".join(f"coalesce({h}, 0)" for h in hashes)
+        return f"hashint8extended({combined}, 0)"
+
+
+def _listed(expr: str, param: str, type_: str) -> str:
+    """SQL: whether ``expr`` is in the array parameter ``param`` (a hashed subplan; a function
+    scan, unlike ``unnest`` in a select list, keeps the query parallel-safe)."""
+    return f"{expr} in (select u.id from unnest(%({param})s::{type_}[]) u(id))"
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The users a query covers: every user, or those of the buckets or the user keys listed in
+    parameter ``scope`` (text[])."""
+
+    kind: str  # "all", "buckets" or "users"
+
+    def users(self, key: str) -> str:
+        """SQL: whether the user key ``key`` (text) is in scope; a null key never is."""
+        if self.kind == "all":
+            return f"{key} is not null"
+        if self.kind == "buckets":
+            return _listed(f"left({key}, {BUCKET_DIGITS})", "scope", "text")
+        return _listed(key, "scope", "text")
+
+    def rows(self, column: str) -> str:
+        """SQL: whether a row whose own user column is ``column`` may belong to a user in scope
+        (a row with none may: its key comes from its session)."""
+        if self.kind == "all":
+            return "true"
+        return f"({column} is null or {self.users(f'{column}::text')})"
+
+
+_ALL = _Scope("all")
+
+
+# The smallest user the tagged models of each session with no user name: that session's user key.
+_SESSION_MODEL_USERS = """session_model_users as (
+  select t.session_id, min(t.user_id::text) as user_id from @schema@.tagged_models t
+   where t.session_id in (select s.id from @schema@.user_sessions s where s.user_id is null)
+   group by t.session_id
+),"""
+
+
+def _source_ctes(schema: str, scope: _Scope, hashing: _Hashing) -> sql.Composed:
+    """The source CTEs: what the target must hold for the users in ``scope``. Row sets
+    ``model_rows``, ``session_rows`` and ``circuit_ids`` (the configuration ids the circuits map
+    to), ``expected_users`` (``EXPECTED_USERS``), the signatures of :data:`_PARTS`.
+    Parameters: those of :func:`_ledger`, ``scope``."""
     grid_lo, grid_hi = GRID_SIZE_RANGE
     pts_lo, pts_hi = NUM_POINTS_RANGE
+    fields = _model_fields(legacy=True)
+    profile_lo, profile_hi = (_item("p.parameters->'frequency_range'", i) for i in (0, 1))
+    element_lo, element_hi = (_item("e.el->'frequencyRange'", i) for i in (0, 1))
+    params_lo, params_hi = (_item("e.el->'parameters'->'frequency_range'", i) for i in (0, 1))
+    key = "user_id, name, rsh, ra, ca, rb, cb, lo, hi"
     text = f"""
 with
-q_sessions as (select unnest(%(q_sessions)s::text[]) as id),
-q_models as (select unnest(%(q_models)s::text[]) as id),
-q_profiles as (select unnest(%(q_profiles)s::text[]) as id),
-q_elements as (select unnest(%(q_elements)s::text[]) as id),
-merged as (select unnest(%(merged)s::text[]) as id),
 id_map as (
   select * from unnest(%(map_tables)s::text[], %(map_sources)s::text[], %(map_targets)s::text[])
     as m(source_table, source_id, target_id)
 ),
-model_users as (
-  select session_id, min(user_id::text) as user_id from @schema@.tagged_models
-   where session_id is not null group by session_id
+{_SESSION_MODEL_USERS}
+session_keys as (
+  select s.id, coalesce(s.user_id::text, mu.user_id) as user_key,
+         {_listed("s.id", "q_sessions", "uuid")} as quarantined
+    from @schema@.user_sessions s left join session_model_users mu on mu.session_id = s.id
+   where {scope.rows("s.user_id")}
 ),
-sessions as (
-  select s.id::text as id, coalesce(s.user_id::text, mu.user_id) as user_key, s.saved_profiles,
-         s.id::text in (select id from q_sessions) as quarantined
-    from @schema@.user_sessions s left join model_users mu on mu.session_id = s.id
+legacy_models as not materialized (
+  select t.*, x.id is null as kept, case when q.id is null then t.session_id end as kept_session_id
+    from @schema@.tagged_models t
+    left join unnest(%(dropped_models)s::uuid[]) x(id) on x.id = t.id
+    left join unnest(%(q_sessions)s::uuid[]) q(id) on q.id = t.session_id
+   where {scope.rows("t.user_id")}
+),
+model_groups as (
+  select t.user_id, case when t.user_id is null then t.session_id end as session_id,
+         count(*) as legacy_rows, count(*) filter (where t.kept) as kept_rows,
+         sum({hashing.model(legacy=True)}) filter (where t.kept) as digest
+    from legacy_models t
+   group by 1, 2
 ),
 models as (
-  select t.*, coalesce(t.user_id::text, k.user_key) as user_key,
-         t.id::text in (select id from q_models) as quarantined,
-         t.id::text in (select id from merged) as merged,
-         coalesce(k.quarantined, false) as session_quarantined
-    from @schema@.tagged_models t left join sessions k on k.id = t.session_id::text
-),
-profiles as (
-  select p.*, p.user_id::text as user_key, p.id::text in (select id from q_profiles) as quarantined
-    from @schema@.user_profiles p
-),
-elements as (
-  select k.user_key, k.id || '#' || (e.n - 1) as source_id, e.value as el,
-         (k.id || '#' || (e.n - 1)) in (select id from q_elements) as quarantined
-    from sessions k cross join lateral jsonb_array_elements(
-           case when jsonb_typeof(k.saved_profiles) = 'array' then k.saved_profiles
-                else '[]'::jsonb end) with ordinality as e(value, n)
+  select coalesce(g.user_id::text, k.user_key) as user_key, sum(g.legacy_rows) as legacy_rows,
+         sum(g.kept_rows) as kept_rows, sum(g.digest) as digest
+    from model_groups g left join session_keys k on g.user_id is null and k.id = g.session_id
+   group by 1
 ),
 model_rows as (
-  select m.id::text as id, m.user_key as user_id,
-         case when not m.session_quarantined then m.session_id::text end as session_id,
-         m.model_id::text as model_id, m.tag_name::text as tag_name,
-         m.tag_category::text as tag_category, m.resnorm_value::float8 as resnorm_value,
-         {_MICROS.format("m.tagged_at")} as tagged_at, m.notes, m.is_interesting, {_values()}
-    from models m {_texts("m.circuit_parameters", legacy=True)}
-   where m.user_key is not null and not m.quarantined and not m.merged
+  select {_model_columns(fields, "coalesce(t.user_id::text, k.user_key)")}
+    from legacy_models t left join session_keys k on t.user_id is null and k.id = t.session_id
+   where t.kept
 ),
 session_rows as (
-  select id, user_key as user_id from sessions where user_key is not null and not quarantined
+  select id::text as id, user_key as user_id from session_keys
+   where user_key is not null and not quarantined
+),
+profiles as (
+  select p.id, p.user_id::text as user_key, p.name, p.parameters, p.min_freq, p.max_freq,
+         p.grid_size, p.num_points, {_listed("p.id", "q_profiles", "uuid")} as quarantined
+    from @schema@.user_profiles p
+   where {scope.rows("p.user_id")}
+),
+elements as (
+  select x.*, {_listed("x.source_id", "q_elements", "text")} as quarantined from (
+    select k.user_key, s.id::text || '#' || (e.n - 1) as source_id, e.value as el
+      from @schema@.user_sessions s join session_keys k on k.id = s.id
+     cross join lateral jsonb_array_elements(
+           case when jsonb_typeof(s.saved_profiles) = 'array' then s.saved_profiles
+                else '[]'::jsonb end) with ordinality as e(value, n)
+  ) x
 ),
 circuit_rows as materialized (
-  select p.user_key as user_id, {_name("p.name")} as name, {_values()},
-         coalesce(p.min_freq::float8, {_num("x.t_lo")}, {LEGACY_FREQ[0]}) as min_freq,
-         coalesce(p.max_freq::float8, {_num("x.t_hi")}, {LEGACY_FREQ[1]}) as max_freq,
+  select p.user_key as user_id, {_name("p.name")} as name, {_values("p.parameters", legacy=True)},
+         coalesce(p.min_freq::float8, {profile_lo}, {LEGACY_FREQ[0]}) as min_freq,
+         coalesce(p.max_freq::float8, {profile_hi}, {LEGACY_FREQ[1]}) as max_freq,
          least(greatest(coalesce(p.grid_size, {LEGACY_GRID[0]}), {grid_lo}), {grid_hi}) as grid,
          least(greatest(coalesce(p.num_points, {LEGACY_GRID[1]}), {pts_lo}), {pts_hi}) as points
-    from profiles p {_texts("p.parameters", legacy=True, extra=_PROFILE_TEXTS)}
+    from profiles p
    where not p.quarantined
 ),
 circuit_elements as materialized (
   select e.user_key as user_id,
-         coalesce(nullif({_name("e.el->>'name'")}, ''), '{UNNAMED}') as name, {_values()},
-         coalesce({_num("x.t_elo")}, {_num("x.t_lo")}, {LEGACY_FREQ[0]}) as min_freq,
-         coalesce({_num("x.t_ehi")}, {_num("x.t_hi")}, {LEGACY_FREQ[1]}) as max_freq
-    from elements e {_texts("(e.el->'parameters')", legacy=True, extra=_ELEMENT_TEXTS)}
+         coalesce(nullif({_name("e.el->>'name'")}, ''), '{UNNAMED}') as name,
+         {_values("(e.el->'parameters')", legacy=True)},
+         coalesce({element_lo}, {params_lo}, {LEGACY_FREQ[0]}) as min_freq,
+         coalesce({element_hi}, {params_hi}, {LEGACY_FREQ[1]}) as max_freq
+    from elements e
    where e.user_key is not null and not e.quarantined
 ),
-row_keys as (
-  select distinct user_id, name, {_sig('"Rsh"')} as rsh, {_sig('"Ra"')} as ra,
-         {_sig('"Ca"')} as ca, {_sig('"Rb"')} as rb, {_sig('"Cb"')} as cb,
-         {_sig("min_freq")} as lo, {_sig("max_freq")} as hi, grid, points
+circuit_keys as (
+  select user_id, name, {_sig('"Rsh"')} as rsh, {_sig('"Ra"')} as ra, {_sig('"Ca"')} as ca,
+         {_sig('"Rb"')} as rb, {_sig('"Cb"')} as cb, {_sig("min_freq")} as lo,
+         {_sig("max_freq")} as hi, grid, points
     from circuit_rows
-),
-element_keys as (
+  union all
   select user_id, name, {_sig('"Rsh"')}, {_sig('"Ra"')}, {_sig('"Ca"')}, {_sig('"Rb"')},
-         {_sig('"Cb"')}, {_sig("min_freq")}, {_sig("max_freq")}
+         {_sig('"Cb"')}, {_sig("min_freq")}, {_sig("max_freq")}, null, null
     from circuit_elements
-  except
-  select user_id, name, rsh, ra, ca, rb, cb, lo, hi from row_keys
+),
+circuit_variants as (
+  select {key}, grid, points from circuit_keys group by {key}, grid, points
+),
+circuit_counts as (
+  select user_id, sum(variants) as n from (
+    select user_id, greatest(count(grid), 1) as variants from circuit_variants group by {key}
+  ) v group by user_id
 ),
 circuit_ids as (
   select p.user_key as user_id, coalesce(m.target_id, p.id::text) as id
@@ -258,75 +433,177 @@ circuit_ids as (
       on m.source_table = 'saved_profiles' and m.source_id = e.source_id
    where e.user_key is not null and not e.quarantined
 ),
-circuit_counts as (
-  select user_id, count(*) as n from (
-    select user_id from row_keys union all select user_id from element_keys
-  ) k group by user_id
+session_summary as (
+  select user_id, count(*) as n, sum({hashing.text("id")}) as digest
+    from session_rows group by user_id
 ),
-user_rows as (
-  select user_key, quarantined, true as legacy from sessions
-  union all select user_key, quarantined or merged, true from models
-  union all select user_key, quarantined, true from profiles
-  union all select user_key, quarantined, false from elements
+circuit_summary as (
+  select user_id, count(*) as n, sum({hashing.text("id")}) as digest
+    from circuit_ids group by user_id
 ),
-unowned as (
-  select 'user_sessions' as source_table, id as source_id from sessions
-   where user_key is null and not quarantined
-  union all select 'tagged_models', id::text from models
-   where user_key is null and not quarantined and not merged
-  union all select 'saved_profiles', source_id from elements
-   where user_key is null and not quarantined
+user_counts as (
+  select user_key, sum(legacy_rows) as legacy_rows, sum(kept_rows) as kept_rows from (
+    select user_key, count(*) as legacy_rows, count(*) filter (where not quarantined) as kept_rows
+      from session_keys group by user_key
+    union all select user_key, legacy_rows, kept_rows from models
+    union all select user_key, count(*), count(*) filter (where not quarantined)
+      from profiles group by user_key
+  ) r where {scope.users("user_key")} group by user_key
 ),
-{_SUMMARIES.strip()}
+element_counts as (
+  select user_key, count(*) filter (where not quarantined) as kept_rows from elements
+   group by user_key
+),
+expected_users as (
+  select u.user_key as user_id, u.legacy_rows::bigint as legacy_rows,
+         (u.kept_rows + coalesce(e.kept_rows, 0))::bigint as kept_rows,
+         {_listed("u.user_key", "q_users", "text")} as profile_quarantined,
+         coalesce(m.kept_rows, 0)::bigint as tagged_models,
+         {_digest("m.kept_rows", "m.digest")} as tagged_models_digest,
+         coalesce(s.n, 0) as sessions, {_digest("s.n", "s.digest")} as sessions_digest,
+         coalesce(c.n, 0)::bigint as circuits, {_digest("ci.n", "ci.digest")} as circuits_digest
+    from user_counts u
+    left join element_counts e on e.user_key = u.user_key
+    left join models m on m.user_key = u.user_key
+    left join session_summary s on s.user_id = u.user_key
+    left join circuit_counts c on c.user_id = u.user_key
+    left join circuit_summary ci on ci.user_id = u.user_key
+),
+expected_rows as (
+  select u.user_key as user_id, case when m.kept_rows > 0 or s.n > 0 or p.due then
+         concat_ws('|', u.user_key, coalesce(m.kept_rows, 0)::bigint,
+                   coalesce({_digest("m.kept_rows", "m.digest")}, ''), coalesce(s.n, 0),
+                   coalesce({_digest("s.n", "s.digest")}, ''), p.due::int) end as signature
+    from user_counts u
+    left join models m on m.user_key = u.user_key
+    left join session_summary s on s.user_id = u.user_key
+   cross join lateral (select (u.kept_rows > 0 or u.user_key in (select id::text from auth.users))
+                              and not {_listed("u.user_key", "q_users", "text")} as due) p
+),
+expected_circuits as (
+  select user_id, concat_ws('|', user_id, n) as signature from circuit_counts
+   where {scope.users("user_id")}
+),
+expected_configurations as (
+  select user_id, concat_ws('|', user_id, {_digest("n", "digest")}) as signature
+    from circuit_summary where {scope.users("user_id")}
+)
 """
     return _in_schema(text, schema)
 
 
-_SOURCE_SUMMARY = """
-select u.user_id, u.legacy_rows, u.kept_rows,
-       u.user_id in (select unnest(%(q_users)s::text[])) as profile_quarantined,
-       coalesce(m.n, 0), m.digest, coalesce(s.n, 0), s.digest, coalesce(c.n, 0), ci.digest
-  from (select user_key as user_id, count(*) filter (where legacy) as legacy_rows,
-               count(*) filter (where not quarantined) as kept_rows
-          from user_rows where user_key is not null group by user_key) u
-  left join model_summary m on m.user_id = u.user_id
-  left join session_summary s on s.user_id = u.user_id
-  left join circuit_counts c on c.user_id = u.user_id
-  left join circuit_summary ci on ci.user_id = u.user_id
+def _unowned(schema: str) -> sql.Composed:
+    """Legacy rows with no user key the ledger did not quarantine (``UNOWNED_ROWS``): sessions
+    with no user whose tagged models name none, their saved_profiles elements, and tagged models
+    with no user of their own and no such session's."""
+    text = f"""
+with
+{_SESSION_MODEL_USERS}
+unowned_sessions as (
+  select s.id, s.saved_profiles from @schema@.user_sessions s
+    left join session_model_users mu on mu.session_id = s.id
+   where s.user_id is null and mu.user_id is null
+)
+select 'user_sessions', id::text from unowned_sessions
+ where not {_listed("id", "q_sessions", "uuid")}
+union all
+select 'tagged_models', t.id::text from @schema@.tagged_models t
+  left join unnest(%(dropped_models)s::uuid[]) x(id) on x.id = t.id
+  left join @schema@.user_sessions s on s.id = t.session_id
+  left join session_model_users mu on mu.session_id = t.session_id
+ where t.user_id is null and s.user_id is null and mu.user_id is null and x.id is null
+union all
+select 'saved_profiles', e.source_id from (
+  select s.id::text || '#' || (e.n - 1) as source_id from unowned_sessions s
+   cross join lateral jsonb_array_elements(
+         case when jsonb_typeof(s.saved_profiles) = 'array' then s.saved_profiles
+              else '[]'::jsonb end) with ordinality as e(value, n)
+) e where not {_listed("e.source_id", "q_elements", "text")}
 """
+    return _in_schema(text, schema)
 
 
-def _target_ctes(schema: str) -> sql.Composed:
+# A user's signature in each part of the check: its key and what the target must hold (expected
+# side) or holds: "rows" (tagged models and sessions, counts and digests, and whether a profile
+# is due: required where rows were kept, else the one the migration writes for an auth user),
+# "circuits" (how many configurations) and "configurations" (their ids). A part is compared per
+# bucket, as a count and a digest, so each can be computed on a connection of its own. A user
+# whose profile is due only for saved_profiles elements, or who has a recovered configuration
+# (no circuit), or no profile where one is optional, matches in no part: its bucket is compared
+# per user, which allows them.
+_PARTS = {  # part: (expected signatures, target signatures)
+    "rows": (
+        "select user_id, signature from expected_rows",
+        """select user_id, concat_ws('|', user_id, tagged_models,
+                  coalesce(tagged_models_digest, ''), sessions, coalesce(sessions_digest, ''),
+                  least(profiles, 1))
+             from actual_users where tagged_models + sessions + profiles > 0""",
+    ),
+    "circuits": (
+        "select user_id, signature from expected_circuits",
+        "select user_id, concat_ws('|', user_id, circuits) from actual_users where circuits > 0",
+    ),
+    "configurations": (
+        "select user_id, signature from expected_configurations",
+        """select user_id, concat_ws('|', user_id, circuits_digest) from actual_users
+            where circuits > 0""",
+    ),
+}
+
+
+def _buckets(part: str, signatures: str, hashing: _Hashing) -> str:
+    """``BUCKETS`` of part ``part``: of the (user_id, signature) rows of query ``signatures``."""
+    return (
+        f"select '{part}', left(user_id, {BUCKET_DIGITS}), count(*), count(signature),"
+        f" sum({hashing.text('signature')})::text"
+        f" from ({signatures}) s(user_id, signature) group by 2"
+    )
+
+
+def _target_ctes(schema: str, scope: _Scope, hashing: _Hashing) -> sql.Composed:
     """The target CTEs, shaped like the source's: ``model_rows``, ``session_rows``,
-    ``circuit_ids`` and the summaries."""
+    ``circuit_ids`` and ``actual_users`` (``ACTUAL_USERS``), for the users in ``scope``."""
+    fields = _model_fields(legacy=False)
+    line_hash = hashing.model(legacy=False)
+    rows = scope.rows("user_id")
     text = f"""
 with
 model_rows as (
-  select t.id::text as id, t.user_id::text as user_id, t.session_id::text as session_id,
-         t.model_id::text as model_id, t.tag_name::text as tag_name,
-         t.tag_category::text as tag_category, t.resnorm_value::float8 as resnorm_value,
-         {_MICROS.format("t.tagged_at")} as tagged_at, t.notes, t.is_interesting, {_values()}
-    from @schema@.tagged_models t {_texts("t.circuit_parameters", legacy=False)}
+  select {_model_columns(fields, "t.user_id::text")}
+    from @schema@.tagged_models t where {scope.rows("t.user_id")}
 ),
-session_rows as (select id::text as id, user_id::text as user_id from @schema@.user_sessions),
+session_rows as (
+  select id::text as id, user_id::text as user_id from @schema@.user_sessions where {rows}
+),
 circuit_ids as (
   select id::text as id, user_id::text as user_id from @schema@.circuit_configurations
+   where {rows}
 ),
-{_SUMMARIES.strip()}
-"""
-    return _in_schema(text, schema)
-
-
-def _target_summary(schema: str) -> sql.Composed:
-    """Per target user: counts and digests of models, sessions, configurations; profiles."""
-    text = """
-select user_id, coalesce(m.n, 0), m.digest, coalesce(s.n, 0), s.digest, coalesce(c.n, 0),
-       c.digest, coalesce(p.n, 0)
-  from model_summary m
-  full join session_summary s using (user_id)
-  full join circuit_summary c using (user_id)
-  full join (select user_id::text as user_id, count(*) as n
-               from @schema@.user_profiles group by user_id) p using (user_id)
+model_summary as (
+  select t.user_id, count(*) as n, sum({line_hash}) as digest
+    from @schema@.tagged_models t where {scope.rows("t.user_id")} group by t.user_id
+),
+session_summary as (
+  select user_id, count(*) as n, sum({hashing.text("id::text")}) as digest
+    from @schema@.user_sessions where {rows} group by user_id
+),
+circuit_summary as (
+  select user_id, count(*) as n, sum({hashing.text("id::text")}) as digest
+    from @schema@.circuit_configurations where {rows} group by user_id
+),
+profile_summary as (
+  select user_id, count(*) as n from @schema@.user_profiles where {rows} group by user_id
+),
+actual_users as (
+  select user_id::text as user_id, coalesce(m.n, 0) as tagged_models,
+         {_digest("m.n", "m.digest")} as tagged_models_digest, coalesce(s.n, 0) as sessions,
+         {_digest("s.n", "s.digest")} as sessions_digest, coalesce(c.n, 0) as circuits,
+         {_digest("c.n", "c.digest")} as circuits_digest, coalesce(p.n, 0) as profiles
+    from model_summary m
+    full join session_summary s using (user_id)
+    full join circuit_summary c using (user_id)
+    full join profile_summary p using (user_id)
+)
 """
     return _in_schema(text, schema)
 
@@ -345,11 +622,31 @@ select t.user_id::text, t.id::text, t.circuit_config_id::text, c.user_id::text,
     return _in_schema(text, schema)
 
 
-def _rows_of(table: str, columns: str) -> sql.SQL:
-    """The rows of ``table`` (a CTE) of the users in parameter ``users``."""
-    return sql.SQL(
-        f"select {columns} from {table} where user_id in (select unnest(%(users)s::text[]))"
-    )
+def _links_hold(schema: str, hashing: _Hashing) -> sql.Composed:
+    """Whether :func:`_links` can find nothing, cheaply: every model's configuration is its
+    user's (an anti-join with the configurations), and the models' (id, configuration) pairs
+    are the links' (equal counts and digests), each model then having its ledger link."""
+    pair = hashing.pair("{}", "{}")
+    models = pair.format("t.id", "t.circuit_config_id")
+    links = pair.format("l.tagged_model_id", "l.circuit_config_id")
+    text = f"""
+select not exists (
+         select from @schema@.tagged_models t
+          where not exists (select from @schema@.circuit_configurations c
+                             where c.id = t.circuit_config_id and c.user_id = t.user_id))
+   and (select count(*) || ':' || coalesce(sum({models}), 0) from @schema@.tagged_models t)
+     = (select count(*) || ':' || coalesce(sum({links}), 0) from migration.links l)
+"""
+    return _in_schema(text, schema)
+
+
+_EXPECTED_USERS = "select * from expected_users"
+_ACTUAL_USERS = "select * from actual_users"
+_DETAIL_ROWS = {  # set: (CTE, its columns, schema)
+    "tagged_models": ("model_rows", ", ".join(f'"{c}"' for c in V.MODEL_ROWS), V.MODEL_ROWS),
+    "sessions": ("session_rows", "id, user_id", V.ID_ROWS),
+    "circuits": ("circuit_ids", "id, user_id", V.ID_ROWS),
+}
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -357,46 +654,36 @@ def _rows_of(table: str, columns: str) -> sql.SQL:
 
 def _read(
     conn: psycopg.Connection,
-    query: sql.Composable,
+    query: sql.Composed,
     params: Mapping[str, Any] | None,
     schema: V.Schema,
 ) -> pl.DataFrame:
-    """``COPY (query) TO STDOUT`` as CSV, every column read as text, then cast to ``schema``
-    (booleans arrive as t/f, floats as float8 text: NaN and Infinity included). CSV's own null
-    (an unquoted empty field; an empty string is quoted) keeps every text value apart from
-    null: no null marker text (``\\N``) can be mistaken for one."""
-    buffer = bytearray()
-    copy = sql.SQL("copy ({}) to stdout (format csv)").format(query)
-    with conn.cursor().copy(copy, params) as stream:
-        for chunk in stream:
-            buffer += chunk
-    if not buffer:
-        return pl.DataFrame(schema=dict(schema))
-    raw = pl.read_csv(
-        io.BytesIO(bytes(buffer)),
-        has_header=False,
-        new_columns=list(schema),
-        schema_overrides={name: pl.String for name in schema},
-        infer_schema=False,
-    )
-    casts = []
-    for name, dtype in schema.items():
-        col = pl.col(name)
-        if dtype == pl.Boolean:
-            casts.append(col.replace_strict({"t": True, "f": False}, return_dtype=pl.Boolean))
-        else:
-            casts.append(col.cast(dtype))  # type: ignore[arg-type]
-    return raw.select(casts)
+    """The rows of ``query`` as a frame of ``schema`` (values in binary: floats exact, NaN and
+    Infinity included). Parameters are bound by the server, sent once in binary: the ledger's
+    many thousand ids are no multi-megabyte literal to parse, and, under the generic plan
+    :func:`_read_only` asks for, no constant copied into the plan of every parallel worker."""
+    with conn.cursor(binary=True) as cursor:
+        cursor.execute(query, params, prepare=False)
+        rows = cursor.fetchall()
+    return pl.DataFrame(rows, schema=dict(schema), orient="row")
 
 
 @contextmanager
-def _read_only(url: str) -> Iterator[psycopg.Connection]:
-    """A connection in one read-only repeatable-read transaction, rolled back at the end."""
+def _read_only(url: str, snapshot: str | None = None) -> Iterator[psycopg.Connection]:
+    """A connection in one read-only repeatable-read transaction (in the exported ``snapshot``,
+    if given), rolled back at the end."""
     with db.connect(url, autocommit=True) as conn:
         conn.execute("begin transaction isolation level repeatable read read only")
         try:
+            if snapshot is not None:
+                conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
             conn.execute("set local extra_float_digits = 1")  # float8 text is exact
             conn.execute("set local jit = off")  # compiling these expressions costs more
+            conn.execute("set local work_mem = '64MB'")  # hash, not sort, the per-user groups
+            conn.execute("set local timezone = 'UTC'")  # timestamptz::timestamp is its UTC time
+            conn.execute("set local plan_cache_mode = force_generic_plan")  # see _read
+            # a cache of saved_profiles expansions keyed by the whole jsonb costs more than it saves
+            conn.execute("set local enable_memoize = off")
             yield conn
         finally:
             conn.execute("rollback")
@@ -433,9 +720,19 @@ def _pick_run(conn: psycopg.Connection, run_id: str | None) -> str:
     return str(row[0])
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _uuids(ids: Iterable[str]) -> list[str]:
+    """The distinct ids that are uuids in their canonical text: only those can equal a uuid
+    column's text, and they compare as uuids (a hash lookup, no cast per row)."""
+    return sorted({text for text in ids if _CANONICAL_UUID.fullmatch(text)})
+
+
 def _ledger(conn: psycopg.Connection, run_id: str) -> dict[str, list[str]]:
-    """The run's quarantined ids per source table, merged tagged model ids and the id map of
-    circuit sources to configurations (the source SQL's array parameters)."""
+    """The run's quarantined ids per source table, the tagged models it quarantined or merged
+    (``dropped_models``) and the id map of circuit sources to configurations (the source SQL's
+    array parameters)."""
     quarantined: dict[str, list[str]] = dict(
         conn.execute(
             "select source_table, array_agg(source_id) from migration.quarantine"
@@ -456,16 +753,77 @@ def _ledger(conn: psycopg.Connection, run_id: str) -> dict[str, list[str]]:
     ).fetchone()
     assert merged is not None and mapped is not None
     return {
-        "q_sessions": list(quarantined.get("user_sessions", [])),
-        "q_models": list(quarantined.get("tagged_models", [])),
-        "q_profiles": list(quarantined.get("user_profiles", [])),
-        "q_elements": list(quarantined.get("saved_profiles", [])),
-        "q_users": list(quarantined.get("auth_users", [])),
-        "merged": list(merged[0]),
+        "q_sessions": _uuids(quarantined.get("user_sessions", [])),
+        "q_profiles": _uuids(quarantined.get("user_profiles", [])),
+        "q_elements": sorted(set(quarantined.get("saved_profiles", []))),
+        "q_users": sorted(set(quarantined.get("auth_users", []))),
+        "dropped_models": _uuids([*quarantined.get("tagged_models", []), *merged[0]]),
         "map_tables": list(mapped[0]),
         "map_sources": list(mapped[1]),
         "map_targets": list(mapped[2]),
     }
+
+
+def _hashing(source: psycopg.Connection, target: psycopg.Connection) -> _Hashing:
+    """PostgreSQL's hash functions, unless the two servers disagree on them."""
+    probes = {conn.execute(_PROBE).fetchone() for conn in (source, target)}
+    return _Hashing(portable=len(probes) > 1)
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's connection, CTE builder and parameters."""
+
+    conn: psycopg.Connection
+    ctes: Callable[[_Scope], sql.Composed]
+    params: Mapping[str, Any]
+
+    def read(
+        self, scope: _Scope, select: str, schema: V.Schema, values: Sequence[str] = ()
+    ) -> pl.DataFrame:
+        """``select`` after the CTEs of ``scope`` (parameter ``scope``: ``values``)."""
+        query = self.ctes(scope) + sql.SQL(select)
+        return _read(self.conn, query, {**self.params, "scope": list(values)}, schema)
+
+    def on(self, conn: psycopg.Connection) -> _Side:
+        """The same side on another connection (in the same snapshot)."""
+        return _Side(conn, self.ctes, self.params)
+
+    def rows(self, name: str, users: Sequence[str]) -> pl.DataFrame:
+        """The rows of set ``name`` (of ``_DETAIL_ROWS``) of ``users``."""
+        cte, columns, schema = _DETAIL_ROWS[name]
+        if not users:
+            return pl.DataFrame(schema=dict(schema))
+        select = f"select {columns} from {cte} where {_Scope('users').users('user_id')}"
+        return self.read(_Scope("users"), select, schema, users)
+
+
+def _detail(sides: Sequence[_Side], users: pl.DataFrame, detail: Mapping[str, list[str]]) -> V.Side:
+    """One side's rows of the users ``detail`` names per set, one query per set, the sets
+    spread over ``sides`` (connections in one snapshot) and read at once."""
+    work: dict[int, list[str]] = {}
+    for i, name in enumerate(_DETAIL_ROWS):
+        work.setdefault(i % len(sides), []).append(name)
+
+    def read(i: int) -> dict[str, pl.DataFrame]:
+        return {name: sides[i].rows(name, detail[name]) for name in work[i]}
+
+    rows: dict[str, pl.DataFrame] = {}
+    for part in _concurrently(*[lambda i=i: read(i) for i in work]):
+        rows |= part
+    return V.Side(users=users, **rows)
+
+
+def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """The results of ``calls``, each run on a thread of its own (one per connection)."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+
+def _snapshot(conn: psycopg.Connection) -> str:
+    """The snapshot of ``conn``'s transaction, exported for another connection to share."""
+    return str(conn.execute("select pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
 
 
 def verify(
@@ -480,60 +838,82 @@ def verify(
     succeeded run that was not a dry run, else the latest run). Read-only; raises
     ``ConfigurationError`` when the ledger has no such run, ``SourceSchemaMismatch`` /
     ``TargetSchemaMissing`` when a side lacks its tables."""
-    db.libpq_url(source_url)
-    db.libpq_url(target_url)
-    with _read_only(target_url) as dst:
+    same = db.libpq_url(source_url) == db.libpq_url(target_url)
+    with ExitStack() as stack:
+        dst = stack.enter_context(_read_only(target_url))
         require_ledger(dst, target_schema)
         run = _pick_run(dst, run_id)
         params: dict[str, Any] = dict(_ledger(dst, run))
-        target = _target_ctes(target_schema)
-        a_users = _read(dst, target + _target_summary(target_schema), None, V.ACTUAL_USERS)
-        links = _read(dst, _links(target_schema), None, V.LINK_ROWS)
-        with _source(source_url, target_url, dst) as src:
-            check_source(src, source_schema)
-            source = _source_ctes(source_schema)
-            e_users = _read(src, source + sql.SQL(_SOURCE_SUMMARY), params, V.EXPECTED_USERS)
-            unowned = _read(src, source + sql.SQL(_UNOWNED), params, V.UNOWNED_ROWS)
-            detail = {t: V.users_to_detail(e_users, a_users, t) for t in V.DETAILED}
-            expected = _detail(src, source, params, e_users, detail)
-        actual = _detail(dst, target, {}, a_users, detail)
-    differences = V.compare(expected, actual, links, unowned, rtol=FLOAT_RTOL)
-    return V.verification(differences, V.users_checked(e_users, a_users), run)
+        src = stack.enter_context(_read_only(source_url, _snapshot(dst) if same else None))
+        check_source(src, source_schema)
+        hashing = _hashing(src, dst)
+        source = _Side(src, lambda scope: _source_ctes(source_schema, scope, hashing), params)
+        target = _Side(dst, lambda scope: _target_ctes(target_schema, scope, hashing), {})
+        parts = {  # one connection per part of the source, all in src's snapshot
+            part: source.on(stack.enter_context(_read_only(source_url, _snapshot(src))))
+            if part != "rows"
+            else source
+            for part in _PARTS
+        }
+        queries = (
+            _unowned(source_schema),
+            _links_hold(target_schema, hashing),
+            _links(target_schema),
+        )
+        return _compare(source, parts, target, queries, hashing, run)
 
 
-_UNOWNED = "select source_table, source_id from unowned"
-_DETAIL_ROWS = {
-    "tagged_models": ("model_rows", _MODEL_COLUMNS, V.MODEL_ROWS),
-    "sessions": ("session_rows", "id, user_id", V.ID_ROWS),
-    "circuits": ("circuit_ids", "id, user_id", V.ID_ROWS),
-}
+def _compare(
+    source: _Side,
+    parts: Mapping[str, _Side],
+    target: _Side,
+    queries: tuple[sql.Composed, sql.Composed, sql.Composed],
+    hashing: _Hashing,
+    run: str,
+) -> V.Verification:
+    """Buckets (each part of the source on a connection of its own, the target on another, all
+    at once), then the users of differing buckets, then the rows of differing users."""
+    unowned_query, links_hold, links_query = queries
 
+    def expected(side: _Side, part: str) -> pl.DataFrame:
+        return side.read(_ALL, _buckets(part, _PARTS[part][0], hashing), V.BUCKETS)
 
-def _detail(
-    conn: psycopg.Connection,
-    ctes: sql.Composed,
-    params: Mapping[str, Any],
-    users: pl.DataFrame,
-    detail: Mapping[str, list[str]],
-) -> V.Side:
-    """One side's rows of the users ``detail`` names per set, in one COPY per set."""
-    rows = {}
-    for name, (cte, columns, schema) in _DETAIL_ROWS.items():
-        if detail[name]:
-            query = ctes + _rows_of(cte, columns)
-            rows[name] = _read(conn, query, {**params, "users": detail[name]}, schema)
-        else:
-            rows[name] = pl.DataFrame(schema=dict(schema))
-    return V.Side(users=users, **rows)
+    def unowned() -> pl.DataFrame:  # on the connection of the smallest part
+        side = parts["configurations"]
+        return _read(side.conn, unowned_query, side.params, V.UNOWNED_ROWS)
 
+    def actual() -> pl.DataFrame:
+        selects = [_buckets(part, target_sql, hashing) for part, (_, target_sql) in _PARTS.items()]
+        return target.read(_ALL, " union all ".join(selects), V.BUCKETS)
 
-@contextmanager
-def _source(
-    source_url: str, target_url: str, target: psycopg.Connection
-) -> Iterator[psycopg.Connection]:
-    """The source connection: the target's own (one snapshot) when both URLs are the same."""
-    if db.libpq_url(source_url) == db.libpq_url(target_url):
-        yield target
-        return
-    with _read_only(source_url) as conn:
-        yield conn
+    def links() -> pl.DataFrame:
+        if target.conn.execute(links_hold).fetchone()[0]:  # type: ignore[index]
+            return pl.DataFrame(schema=dict(V.LINK_ROWS))
+        return _read(target.conn, links_query, None, V.LINK_ROWS)
+
+    results = _concurrently(
+        lambda: expected(parts["rows"], "rows"),
+        lambda: expected(parts["circuits"], "circuits"),
+        lambda: (expected(parts["configurations"], "configurations"), unowned()),
+        lambda: (actual(), links()),
+    )
+    e_rows, e_circuits, (e_configurations, unowned_rows), (a_buckets, link_rows) = results
+    e_buckets = pl.concat([e_rows, e_circuits, e_configurations])
+    drilled = V.buckets_to_drill(e_buckets, a_buckets)
+    if drilled:
+        buckets = _Scope("buckets")
+        e_users, a_users = _concurrently(
+            lambda: source.read(buckets, _EXPECTED_USERS, V.EXPECTED_USERS, drilled),
+            lambda: target.read(buckets, _ACTUAL_USERS, V.ACTUAL_USERS, drilled),
+        )
+    else:
+        e_users = pl.DataFrame(schema=dict(V.EXPECTED_USERS))
+        a_users = pl.DataFrame(schema=dict(V.ACTUAL_USERS))
+    detail = {t: V.users_to_detail(e_users, a_users, t) for t in V.DETAILED}
+    expected_side, actual_side = _concurrently(
+        lambda: _detail(list(parts.values()), e_users, detail),
+        lambda: _detail([target], a_users, detail),
+    )
+    differences = V.compare(expected_side, actual_side, link_rows, unowned_rows, rtol=FLOAT_RTOL)
+    checked = V.users_checked(e_users, a_users) + V.users_in_matching_buckets(e_buckets, drilled)
+    return V.verification(differences, checked, run)

@@ -1,8 +1,11 @@
 """Independent verification of a migration: pure comparison of what the target must hold (computed
 from the source by ``flows.verify`` with its own SQL) with what it holds.
 
-Two levels. Per user, cheap summaries (counts and exact digests, ``EXPECTED_USERS`` /
-``ACTUAL_USERS``) name the users whose tagged models, sessions or configuration ids may differ
+Three levels. Per bucket of users, a count and a digest of the users' signatures (``BUCKETS``)
+name the buckets that may differ (:func:`buckets_to_drill`); a bucket that matches holds no
+difference, its users are only counted (:func:`users_in_matching_buckets`). Per user of the
+other buckets, cheap summaries (counts and exact digests, ``EXPECTED_USERS`` / ``ACTUAL_USERS``)
+name the users whose tagged models, sessions or configuration ids may differ
 (:func:`users_to_detail`); only their rows (``MODEL_ROWS``, ``ID_ROWS``) are then read and
 compared field by field, floats within ``schemas.tolerances.FLOAT_RTOL`` (:func:`compare`).
 Nothing here imports ``transforms``: a bug there cannot hide itself.
@@ -33,6 +36,17 @@ import polars as pl
 from schemas.tolerances import FLOAT_RTOL
 
 Schema = Mapping[str, pl.DataType | type[pl.DataType]]
+
+BUCKETS: Schema = {
+    "part": pl.String,  # which of a user's rows the signatures cover: "rows" or "circuits"
+    "bucket": pl.String,  # the leading hex digits of the user keys
+    "users": pl.Int64,  # user keys seen in the part ("rows", expected side: every user key)
+    "signatures": pl.Int64,  # users with a signature (rows in the target, or due there)
+    "digest": pl.String,  # order-independent digest of those signatures (null: none)
+}
+"""Per part and bucket of users: a user's signature is its key, counts and digests (the
+expected side's says what the target must hold, a recovered configuration never matching), so
+equal digests in every part mean every user of the bucket passes every per-user check."""
 
 EXPECTED_USERS: Schema = {
     "user_id": pl.String,
@@ -138,6 +152,26 @@ def _listing(items: pl.Expr) -> pl.Expr:
     shown = items.list.sort().list.head(MAX_LISTED).list.join(", ")
     rest = items.list.len().cast(pl.Int64) - MAX_LISTED
     return pl.when(rest > 0).then(pl.format("{} ... and {} more", shown, rest)).otherwise(shown)
+
+
+def buckets_to_drill(expected: pl.DataFrame, actual: pl.DataFrame) -> list[str]:
+    """Buckets whose signature counts or digests differ between the sides in some part (a
+    bucket absent from one side has no signatures there): only their users need summaries."""
+    key = ["part", "bucket"]
+    e = _frame(expected, BUCKETS).select(*key, "signatures", "digest")
+    a = _frame(actual, BUCKETS).select(*key, "signatures", "digest")
+    both = e.join(a, on=key, how="full", coalesce=True, suffix="__a")
+    differ = pl.col("signatures").fill_null(0).ne(pl.col("signatures__a").fill_null(0)) | pl.col(
+        "digest"
+    ).ne_missing(pl.col("digest__a"))
+    return sorted(set(both.filter(differ)["bucket"]))
+
+
+def users_in_matching_buckets(expected: pl.DataFrame, drilled: Sequence[str]) -> int:
+    """User keys of the expected "rows" buckets not in ``drilled``: a matching bucket's target
+    users are among them, so this counts its users seen on either side."""
+    e = _frame(expected, BUCKETS).filter(pl.col("part") == "rows")
+    return int(e.filter(~pl.col("bucket").is_in(list(drilled)))["users"].sum())
 
 
 DETAILED = ("tagged_models", "sessions", "circuits")

@@ -11,9 +11,11 @@ import polars as pl
 import psycopg
 import pytest
 
+from flows import verify as verify_module
 from flows.db import with_database
 from flows.migrate import RunOptions, run_migration
 from flows.verify import verify
+from reports import verification as V
 from reports.verification import DIFFERENCES, Verification
 from schemas.errors import ConfigurationError
 from tests.flows.conftest import target_digest
@@ -105,6 +107,77 @@ def test_clean_run_verifies_and_verify_writes_nothing(migrated: tuple[str, str])
         "select name from circuit_configurations where user_id = %s",
         [RECOVERED_USER],
     ) == [("Recovered configuration",)]
+
+
+def test_clean_run_digests_agree_in_every_part(
+    migrated: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two sides hash what they read alike, edge cases included (numbers in strings, ``Rs``,
+    unnamed elements, a model whose user is its session's): no bucket differs but the recovered
+    user's, and forced to compare every user, no digest differs but its configurations'."""
+    url, _ = migrated
+    drilled: list[list[str]] = []
+    drill = V.buckets_to_drill
+
+    def record(expected: pl.DataFrame, actual: pl.DataFrame) -> list[str]:
+        drilled.append(drill(expected, actual))
+        return drilled[-1]
+
+    monkeypatch.setattr(V, "buckets_to_drill", record)
+    assert check(url).ok
+    assert drilled == [[RECOVERED_USER[: verify_module.BUCKET_DIGITS]]]
+
+    detailed: dict[str, list[str]] = {}
+    to_detail = V.users_to_detail
+
+    def record_detail(expected: pl.DataFrame, actual: pl.DataFrame, table: str) -> list[str]:
+        detailed[table] = to_detail(expected, actual, table)
+        return detailed[table]
+
+    def every_bucket(expected: pl.DataFrame, actual: pl.DataFrame) -> list[str]:
+        return sorted(set(expected["bucket"]) | set(actual["bucket"]))
+
+    monkeypatch.setattr(V, "buckets_to_drill", every_bucket)
+    monkeypatch.setattr(V, "users_to_detail", record_detail)
+    result = check(url)
+    assert result.ok, result.differences
+    assert detailed == {"tagged_models": [], "sessions": [], "circuits": [RECOVERED_USER]}
+
+
+def test_portable_hashes_give_the_same_verdict(clone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers that hash differently (another byte order) are compared by md5 of text."""
+    model, user = pick_model(clone)
+    sql(clone, "update tagged_models set notes = 'edited' where id = %s returning id", [model])
+    fast = check(clone)
+    monkeypatch.setattr(verify_module, "_hashing", lambda *_: verify_module._Hashing(True))
+    portable = check(clone)
+    assert portable.differences.equals(fast.differences)
+    assert portable.users_checked == fast.users_checked
+    assert fast.differences.select("user_id", "check").rows() == [(user, "tagged_models.payload")]
+
+
+def test_content_key_is_the_numeric_rounding(migrated: tuple[str, str]) -> None:
+    """The content key, computed in float8 where that is safe, is the value's numeric rounded to
+    FLOAT_SIG_DIGITS digits, as float8, ties and near-ties included (those take the numeric
+    path), and tells apart exactly the values the numeric rounding tells apart."""
+    url, _ = migrated
+    key = verify_module._sig("x")
+    exact = "(case when x = 0 then 0 else round(x::numeric, (8 - floor(log(abs(x))))::int) end)"
+    values = """
+      select (m * 10::numeric ^ e)::float8 as x
+        from generate_series(-300, 299) e,
+             unnest('{1, 1.234567885, 1.2345678849999999, 1.2345678850000001, 9.9999999949,
+                      9.999999995, 9.9999999951, 0.99999999999999, 5.5, 3.14159265358979,
+                      -2.5, -7.7777777775, 1.00000000049, 1.0000000005}'::numeric[]) m
+      union all
+      select x from unnest('{0, -0, 1e-300, 1e300, 2.2250738585072014e-308}'::float8[]) x"""
+    rows = sql(
+        url,
+        f"select count(*), count(*) filter (where {key} is distinct from {exact}::float8),"
+        f" count(distinct {key}), count(distinct {exact}) from ({values}) v",
+    )
+    n, differ, keys, exact_keys = rows[0]
+    assert n > 8000 and differ == 0 and keys == exact_keys
 
 
 def test_separate_source_connection_and_explicit_run(migrated: tuple[str, str]) -> None:

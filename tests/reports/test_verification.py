@@ -351,6 +351,46 @@ def test_users_to_detail_compares_digests() -> None:
     assert V.users_to_detail(e, a, "circuits") == []
 
 
+def buckets(*rows: tuple[str, str, int, int, str | None]) -> pl.DataFrame:
+    return frame(
+        V.BUCKETS,
+        [dict(zip(V.BUCKETS, row, strict=True)) for row in rows],
+    )
+
+
+def test_buckets_to_drill_compares_signature_counts_and_digests_per_part() -> None:
+    e = buckets(
+        ("rows", "000", 3, 2, "10"),
+        ("rows", "001", 2, 2, "20"),  # another digest in the target
+        ("rows", "002", 1, 0, None),  # no user due in the target, none there: equal
+        ("rows", "003", 1, 1, "40"),  # absent from the target
+        ("circuits", "000", 2, 2, "5"),
+        ("circuits", "004", 1, 1, "6"),  # rows equal, circuits count differs
+        ("configurations", "000", 2, 2, "7"),
+    )
+    a = buckets(
+        ("rows", "000", 2, 2, "10"),  # users seen are not compared
+        ("rows", "001", 2, 2, "21"),
+        ("rows", "005", 1, 1, "50"),  # absent from the source
+        ("circuits", "000", 2, 2, "5"),
+        ("circuits", "004", 2, 2, "6"),
+        ("configurations", "000", 2, 2, "7"),
+    )
+    assert V.buckets_to_drill(e, a) == ["001", "003", "004", "005"]
+    assert V.buckets_to_drill(e, e) == []
+
+
+def test_users_of_matching_buckets_are_counted_from_the_expected_rows_part() -> None:
+    e = buckets(
+        ("rows", "000", 3, 2, "10"),
+        ("rows", "001", 5, 4, "20"),
+        ("rows", "002", 7, 7, "30"),
+        ("circuits", "000", 2, 2, "5"),
+    )
+    assert V.users_in_matching_buckets(e, ["001"]) == 10
+    assert V.users_in_matching_buckets(e, []) == 15
+
+
 def test_differences_are_sorted_and_summarised() -> None:
     e = users(V.EXPECTED_USERS, {"user_id": U2, "circuits": 1}, {"user_id": U1, "circuits": 1})
     a = users(V.ACTUAL_USERS, {"user_id": U2, "circuits": 0}, {"user_id": U1, "profiles": 0})
