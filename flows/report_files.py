@@ -39,7 +39,6 @@ from reports.review import (
     QUARANTINE_ROWS,
     REVIEW,
     REVIEW_LINKS,
-    quarantine_frame,
     review_frame,
 )
 from schemas.errors import TargetSchemaMissing
@@ -50,10 +49,10 @@ BATCHES_ARTIFACT_KEY = "migration-batches"
 
 @dataclass(frozen=True, eq=False)
 class RunData:
-    """A run's report document and, when read, its quarantine and review lists."""
+    """A run's report document and, when read, its review list (the quarantine list is
+    streamed to its file by :func:`write_quarantine`, never held)."""
 
     report: dict[str, Any]
-    quarantine: pl.DataFrame
     review: pl.DataFrame
     target_schema: str
 
@@ -177,39 +176,47 @@ def read_run(conn: psycopg.Connection, run_id: str, *, lists: bool = True) -> Ru
     report = run_report(
         run_id, record.status, record.dry_run, [BatchRow(*row) for row in rows], facts
     )
-    quarantine = pl.DataFrame(schema=dict(QUARANTINE_ROWS))
     review = review_frame(
         pl.DataFrame(schema=dict(REVIEW_LINKS)), pl.DataFrame(schema=dict(CONFIG_NAMES))
     )
     if lists:
-        quarantine = quarantine_frame(
-            copy_frame(
-                conn,
-                sql.SQL(
-                    "select source_table, source_id, reason, detail, payload::text"
-                    " from migration.quarantine where run_id = {} order by 1, 2"
-                ).format(sql.Literal(run_id)),
-                QUARANTINE_ROWS,
-            )
-        )
         review = _review(conn, run_id, schema)
-    return RunData(report, quarantine, review, schema)
+    return RunData(report, review, schema)
+
+
+def write_quarantine(conn: psycopg.Connection, run_id: str, path: Path) -> int:
+    """Stream the run's quarantine rows (``QUARANTINE_ROWS``, ordered by source table and id)
+    from the ledger into the CSV file ``path``, a chunk at a time: memory stays flat however
+    many rows (and payloads) the run quarantined. Returns the bytes written."""
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in QUARANTINE_ROWS)
+    query = sql.SQL(
+        "copy (select {columns} from migration.quarantine where run_id = {run}"
+        ' order by source_table collate "C", source_id collate "C")'
+        " to stdout (format csv, header)"
+    ).format(columns=columns, run=sql.Literal(run_id))
+    written = 0
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as out, conn.cursor().copy(query) as stream:
+        for chunk in stream:
+            written += out.write(chunk)
+    partial.replace(path)
+    return written
 
 
 def write_run_report(target_url: str, run_id: str, report_dir: Path) -> Path:
     """Write the run's report files under ``report_dir/run_id``; returns the folder."""
     with db.connect(target_url, autocommit=True) as conn:
         data = read_run(conn, run_id)
-    report = data.report
-    folder = report_dir / report["run_id"]
-    folder.mkdir(parents=True, exist_ok=True)
+        report = data.report
+        folder = report_dir / report["run_id"]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_quarantine(conn, report["run_id"], folder / "quarantine.csv")
     review = _kept_review(report, folder / "review.csv")
     report["links"]["review_list"] = "ledger" if review is None else "kept review.csv"
     review = data.review if review is None else review
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (folder / "report.md").write_text(render_markdown(report))
     (folder / "report.html").write_text(render_html(report, review))
-    data.quarantine.write_csv(folder / "quarantine.csv")
     review.write_csv(folder / "review.csv")
     return folder
 

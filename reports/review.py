@@ -1,4 +1,5 @@
-"""The review and quarantine lists as fixed-column frames (the flow writes them as CSV).
+"""The review list as a fixed-column frame and the quarantine list's columns (the flow writes
+both as CSV; quarantine.csv is streamed straight from the ledger, never held in memory).
 
 ``review.csv`` is also an override file: ``flows.migrate.read_overrides`` reads its
 ``tagged_model_id`` and ``circuit_config_id`` columns and ignores the others and the rows whose
@@ -115,10 +116,3 @@ def review_frame(links: pl.DataFrame, names: pl.DataFrame) -> pl.DataFrame:
         )
     base = base.with_columns(pl.col("confidence").round(4))  # a real in the ledger
     return base.sort("_row").select([pl.col(c).cast(t) for c, t in REVIEW.items()])
-
-
-def quarantine_frame(rows: pl.DataFrame) -> pl.DataFrame:
-    """quarantine.csv (shape ``QUARANTINE_ROWS``), ordered by source table and id."""
-    return rows.select([pl.col(c).cast(t) for c, t in QUARANTINE_ROWS.items()]).sort(
-        "source_table", "source_id"
-    )

@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.report_files import BATCHES_ARTIFACT_KEY, MARKDOWN_ARTIFACT_KEY
+from flows.report_files import BATCHES_ARTIFACT_KEY, MARKDOWN_ARTIFACT_KEY, write_quarantine
 from reports.html import SECTIONS
 from reports.reconcile import REPORT_FILES
 from tests.reports.htmlcheck import html5_errors, section_ids
@@ -223,6 +223,37 @@ def test_report_figures_equal_database_counts(story: Story) -> None:
     assert quarantine_csv.columns == ["source_table", "source_id", "reason", "detail", "payload"]
     assert pl.read_csv(folder / "review.csv").height == report["links"]["needs_review"]
     assert report["verdict"]["level"] == "review" and report["accounting_balanced"]
+
+
+def test_quarantine_csv_is_streamed_from_the_ledger_row_for_row(
+    story: Story, tmp_path: Path
+) -> None:
+    """quarantine.csv holds every quarantine row of the run, ordered by source table and id
+    byte-wise, payloads (commas, quotes, line breaks) and nulls intact."""
+    run = story.runs[0]
+    extra = [
+        ("user_sessions", "Zz", "no_user", None, '{"note": "a, \\"quoted\\"\\nline"}'),
+        ("user_sessions", "aa", "no_user", "", None),
+    ]
+    with psycopg.connect(story.url) as conn, conn.transaction(force_rollback=True):
+        conn.cursor().executemany(
+            "insert into migration.quarantine (run_id, source_table, source_id, reason, detail,"
+            " payload) values (%s, %s, %s, %s, %s, %s::jsonb)",
+            [(run, *row) for row in extra],
+        )
+        expected = conn.execute(
+            "select source_table, source_id, reason, detail, payload::text"
+            " from migration.quarantine where run_id = %s",
+            [run],
+        ).fetchall()
+        path = tmp_path / "quarantine.csv"
+        assert write_quarantine(conn, run, path) == path.stat().st_size
+    written = pl.read_csv(path, infer_schema=False)
+    assert written.columns == ["source_table", "source_id", "reason", "detail", "payload"]
+    key = [(r[0].encode(), r[1].encode()) for r in expected]
+    assert written.rows() == [r for _, r in sorted(zip(key, expected, strict=True))]
+    assert ("user_sessions", "aa", "no_user", "", None) in written.rows()
+    assert not (tmp_path / "quarantine.csv.partial").exists()
 
 
 def test_report_html_is_valid_html5_with_every_section(story: Story) -> None:

@@ -11,10 +11,8 @@ import polars as pl
 from flows.migrate import read_overrides
 from reports.review import (
     CONFIG_NAMES,
-    QUARANTINE_ROWS,
     REVIEW,
     REVIEW_LINKS,
-    quarantine_frame,
     review_frame,
 )
 
@@ -96,18 +94,3 @@ def test_review_file_reads_back_as_overrides(tmp_path: Path) -> None:
 def test_empty_review_has_the_columns() -> None:
     review = review_frame(pl.DataFrame(schema=dict(REVIEW_LINKS)), NAMES)
     assert review.height == 0 and review.schema == pl.Schema(REVIEW)
-
-
-def test_quarantine_frame_shape_and_order() -> None:
-    rows = pl.DataFrame(
-        {
-            "source_table": ["user_sessions", "saved_profiles"],
-            "source_id": ["b", "a#0"],
-            "reason": ["no_user", "malformed_element"],
-            "detail": ["", None],
-            "payload": ['{"x": 1}', '"text, with \\"quotes\\""'],
-        }
-    )
-    frame = quarantine_frame(rows)
-    assert frame.schema == pl.Schema(QUARANTINE_ROWS)
-    assert frame["source_table"].to_list() == ["saved_profiles", "user_sessions"]
