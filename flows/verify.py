@@ -27,7 +27,9 @@ per part, the target on one more, in one snapshot when they are the same databas
 The target's links get a cheap global test first, the full query only when it fails. Hashes are
 PostgreSQL's, of typed values (no text built per row; a circuit parameter hashes as its numeric
 value, a legacy string as the number it reads as), or a prefix of ``md5`` of text when the two
-servers disagree on them (another byte order). The ledger's many thousand ids are bound as
+servers disagree on them (another byte order). When the source is the target's database, the
+source SQL reads the run's quarantined ids and id map from the ledger tables themselves, so
+verify's memory does not grow with the ledger; otherwise they are read once and bound as array
 parameters by the server under a generic plan, and looked up by hash.
 """
 
@@ -283,6 +285,69 @@ def _listed(expr: str, param: str, type_: str) -> str:
     return f"{expr} in (select u.id from unnest(%({param})s::{type_}[]) u(id))"
 
 
+_UUID_TEXT = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
+
+
+def _ledger_ctes(in_database: bool) -> str:
+    """SQL CTEs (each followed by a comma) with the sets of the run's ledger the source SQL
+    needs: ``ledger_q_sessions``, ``ledger_q_profiles`` (uuid), ``ledger_q_elements``,
+    ``ledger_q_users`` (text), ``ledger_dropped_models`` (uuid: quarantined or merged tagged
+    models), ``id_map`` (circuit sources to configuration ids). ``in_database``: read from the
+    ledger tables (parameter ``run_id``), the source being the target's database, so nothing
+    of the ledger passes through Python; otherwise from :func:`_ledger`'s array parameters.
+    Only canonical uuid texts can name a uuid row: the others are left out of the uuid sets."""
+    if not in_database:
+        sets = {
+            "ledger_q_sessions": "select u.id from unnest(%(q_sessions)s::uuid[]) u(id)",
+            "ledger_q_profiles": "select u.id from unnest(%(q_profiles)s::uuid[]) u(id)",
+            "ledger_q_elements": "select u.id from unnest(%(q_elements)s::text[]) u(id)",
+            "ledger_q_users": "select u.id from unnest(%(q_users)s::text[]) u(id)",
+            "ledger_dropped_models": "select u.id from unnest(%(dropped_models)s::uuid[]) u(id)",
+        }
+        id_map = (
+            "select * from unnest(%(map_tables)s::text[], %(map_sources)s::text[],"
+            " %(map_targets)s::text[]) as m(source_table, source_id, target_id)"
+        )
+    else:
+        run = "run_id = %(run_id)s::uuid"
+
+        def quarantined(table: str, *, uuid: bool) -> str:
+            if not uuid:
+                return (
+                    "select distinct source_id from migration.quarantine"
+                    f" where {run} and source_table = '{table}'"
+                )
+            return (
+                "select distinct source_id::uuid from migration.quarantine"
+                f" where {run} and source_table = '{table}' and source_id ~ {_UUID_TEXT}"
+            )
+
+        sets = {
+            "ledger_q_sessions": quarantined("user_sessions", uuid=True),
+            "ledger_q_profiles": quarantined("user_profiles", uuid=True),
+            "ledger_q_elements": quarantined("saved_profiles", uuid=False),
+            "ledger_q_users": quarantined("auth_users", uuid=False),
+            "ledger_dropped_models": (
+                "select source_id::uuid from migration.quarantine"
+                f" where {run} and source_table = 'tagged_models' and source_id ~ {_UUID_TEXT}"
+                " union select source_id::uuid from migration.id_map"
+                f" where {run} and source_table = 'tagged_models' and outcome = 'merged'"
+                f" and source_id ~ {_UUID_TEXT}"
+            ),
+        }
+        id_map = (
+            "select source_table, source_id, target_id::text as target_id from migration.id_map"
+            f" where {run} and target_table = 'circuit_configurations'"
+        )
+    ctes = [f"{name}(id) as not materialized ({query})," for name, query in sets.items()]
+    return "\n".join([*ctes, f"id_map as ({id_map}),"])
+
+
+def _in_ledger(expr: str, name: str) -> str:
+    """SQL: whether ``expr`` is in the ledger set ``name`` of :func:`_ledger_ctes`."""
+    return f"{expr} in (select l.id from {name} l)"
+
+
 @dataclass(frozen=True)
 class _Scope:
     """The users a query covers: every user, or those of the buckets or the user keys listed in
@@ -317,11 +382,13 @@ _SESSION_MODEL_USERS = """session_model_users as (
 ),"""
 
 
-def _source_ctes(schema: str, scope: _Scope, hashing: _Hashing) -> sql.Composed:
+def _source_ctes(
+    schema: str, scope: _Scope, hashing: _Hashing, *, in_database: bool
+) -> sql.Composed:
     """The source CTEs: what the target must hold for the users in ``scope``. Row sets
     ``model_rows``, ``session_rows`` and ``circuit_ids`` (the configuration ids the circuits map
     to), ``expected_users`` (``EXPECTED_USERS``), the signatures of :data:`_PARTS`.
-    Parameters: those of :func:`_ledger`, ``scope``."""
+    Parameters: those of :func:`_ledger_ctes`, ``scope``."""
     grid_lo, grid_hi = GRID_SIZE_RANGE
     pts_lo, pts_hi = NUM_POINTS_RANGE
     fields = _model_fields(legacy=True)
@@ -331,22 +398,19 @@ def _source_ctes(schema: str, scope: _Scope, hashing: _Hashing) -> sql.Composed:
     key = "user_id, name, rsh, ra, ca, rb, cb, lo, hi"
     text = f"""
 with
-id_map as (
-  select * from unnest(%(map_tables)s::text[], %(map_sources)s::text[], %(map_targets)s::text[])
-    as m(source_table, source_id, target_id)
-),
+{_ledger_ctes(in_database)}
 {_SESSION_MODEL_USERS}
 session_keys as (
   select s.id, coalesce(s.user_id::text, mu.user_id) as user_key,
-         {_listed("s.id", "q_sessions", "uuid")} as quarantined
+         {_in_ledger("s.id", "ledger_q_sessions")} as quarantined
     from @schema@.user_sessions s left join session_model_users mu on mu.session_id = s.id
    where {scope.rows("s.user_id")}
 ),
 legacy_models as not materialized (
   select t.*, x.id is null as kept, case when q.id is null then t.session_id end as kept_session_id
     from @schema@.tagged_models t
-    left join unnest(%(dropped_models)s::uuid[]) x(id) on x.id = t.id
-    left join unnest(%(q_sessions)s::uuid[]) q(id) on q.id = t.session_id
+    left join ledger_dropped_models x on x.id = t.id
+    left join ledger_q_sessions q on q.id = t.session_id
    where {scope.rows("t.user_id")}
 ),
 model_groups as (
@@ -373,12 +437,12 @@ session_rows as (
 ),
 profiles as (
   select p.id, p.user_id::text as user_key, p.name, p.parameters, p.min_freq, p.max_freq,
-         p.grid_size, p.num_points, {_listed("p.id", "q_profiles", "uuid")} as quarantined
+         p.grid_size, p.num_points, {_in_ledger("p.id", "ledger_q_profiles")} as quarantined
     from @schema@.user_profiles p
    where {scope.rows("p.user_id")}
 ),
 elements as (
-  select x.*, {_listed("x.source_id", "q_elements", "text")} as quarantined from (
+  select x.*, {_in_ledger("x.source_id", "ledger_q_elements")} as quarantined from (
     select k.user_key, s.id::text || '#' || (e.n - 1) as source_id, e.value as el
       from @schema@.user_sessions s join session_keys k on k.id = s.id
      cross join lateral jsonb_array_elements(
@@ -457,7 +521,7 @@ element_counts as (
 expected_users as (
   select u.user_key as user_id, u.legacy_rows::bigint as legacy_rows,
          (u.kept_rows + coalesce(e.kept_rows, 0))::bigint as kept_rows,
-         {_listed("u.user_key", "q_users", "text")} as profile_quarantined,
+         {_in_ledger("u.user_key", "ledger_q_users")} as profile_quarantined,
          coalesce(m.kept_rows, 0)::bigint as tagged_models,
          {_digest("m.kept_rows", "m.digest")} as tagged_models_digest,
          coalesce(s.n, 0) as sessions, {_digest("s.n", "s.digest")} as sessions_digest,
@@ -478,7 +542,7 @@ expected_rows as (
     left join models m on m.user_key = u.user_key
     left join session_summary s on s.user_id = u.user_key
    cross join lateral (select (u.kept_rows > 0 or u.user_key in (select id::text from auth.users))
-                              and not {_listed("u.user_key", "q_users", "text")} as due) p
+                              and not {_in_ledger("u.user_key", "ledger_q_users")} as due) p
 ),
 expected_circuits as (
   select user_id, concat_ws('|', user_id, n) as signature from circuit_counts
@@ -492,12 +556,13 @@ expected_configurations as (
     return _in_schema(text, schema)
 
 
-def _unowned(schema: str) -> sql.Composed:
+def _unowned(schema: str, *, in_database: bool) -> sql.Composed:
     """Legacy rows with no user key the ledger did not quarantine (``UNOWNED_ROWS``): sessions
     with no user whose tagged models name none, their saved_profiles elements, and tagged models
     with no user of their own and no such session's."""
     text = f"""
 with
+{_ledger_ctes(in_database)}
 {_SESSION_MODEL_USERS}
 unowned_sessions as (
   select s.id, s.saved_profiles from @schema@.user_sessions s
@@ -505,10 +570,10 @@ unowned_sessions as (
    where s.user_id is null and mu.user_id is null
 )
 select 'user_sessions', id::text from unowned_sessions
- where not {_listed("id", "q_sessions", "uuid")}
+ where not {_in_ledger("id", "ledger_q_sessions")}
 union all
 select 'tagged_models', t.id::text from @schema@.tagged_models t
-  left join unnest(%(dropped_models)s::uuid[]) x(id) on x.id = t.id
+  left join ledger_dropped_models x on x.id = t.id
   left join @schema@.user_sessions s on s.id = t.session_id
   left join session_model_users mu on mu.session_id = t.session_id
  where t.user_id is null and s.user_id is null and mu.user_id is null and x.id is null
@@ -518,7 +583,7 @@ select 'saved_profiles', e.source_id from (
    cross join lateral jsonb_array_elements(
          case when jsonb_typeof(s.saved_profiles) = 'array' then s.saved_profiles
               else '[]'::jsonb end) with ordinality as e(value, n)
-) e where not {_listed("e.source_id", "q_elements", "text")}
+) e where not {_in_ledger("e.source_id", "ledger_q_elements")}
 """
     return _in_schema(text, schema)
 
@@ -843,11 +908,16 @@ def verify(
         dst = stack.enter_context(_read_only(target_url))
         require_ledger(dst, target_schema)
         run = _pick_run(dst, run_id)
-        params: dict[str, Any] = dict(_ledger(dst, run))
+        # one database: the source SQL reads the ledger where it is, in dst's snapshot
+        params: dict[str, Any] = {"run_id": run} if same else dict(_ledger(dst, run))
         src = stack.enter_context(_read_only(source_url, _snapshot(dst) if same else None))
         check_source(src, source_schema)
         hashing = _hashing(src, dst)
-        source = _Side(src, lambda scope: _source_ctes(source_schema, scope, hashing), params)
+        source = _Side(
+            src,
+            lambda scope: _source_ctes(source_schema, scope, hashing, in_database=same),
+            params,
+        )
         target = _Side(dst, lambda scope: _target_ctes(target_schema, scope, hashing), {})
         parts = {  # one connection per part of the source, all in src's snapshot
             part: source.on(stack.enter_context(_read_only(source_url, _snapshot(src))))
@@ -856,7 +926,7 @@ def verify(
             for part in _PARTS
         }
         queries = (
-            _unowned(source_schema),
+            _unowned(source_schema, in_database=same),
             _links_hold(target_schema, hashing),
             _links(target_schema),
         )

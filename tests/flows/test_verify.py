@@ -189,6 +189,37 @@ def test_separate_source_connection_and_explicit_run(migrated: tuple[str, str]) 
         verify(url, url, source_schema="legacy", run_id=str(uuid.uuid4()))
 
 
+def test_ledger_read_in_the_database_or_bound_as_parameters_gives_one_verdict(clone: str) -> None:
+    """The source SQL reads the ledger from its tables when source and target are one database,
+    else from parameters: with quarantined rows and mapped circuits taken out of the ledger
+    (so they are now due in the target), both find the same differences."""
+    with psycopg.connect(clone) as conn:
+        removed = conn.execute(
+            "delete from migration.quarantine where (source_table, source_id) in ("
+            " select distinct on (source_table) source_table, source_id from migration.quarantine"
+            " where source_table in ('user_sessions', 'tagged_models', 'saved_profiles')"
+            " order by source_table, source_id) returning source_table"
+        ).fetchall()
+        removed += conn.execute(
+            "delete from migration.id_map where (source_table, source_id) in ("
+            " select source_table, source_id from migration.id_map"
+            " where target_table = 'circuit_configurations' and source_id <> target_id::text"
+            " order by source_id limit 1) returning 'id_map'"
+        ).fetchall()
+    assert sorted(r[0] for r in removed) == [
+        "id_map",
+        "saved_profiles",
+        "tagged_models",
+        "user_sessions",
+    ]
+    in_database = check(clone)
+    other = clone + ("&" if "?" in clone else "?") + "application_name=verify-source"
+    bound = verify(other, clone, source_schema="legacy")
+    assert not in_database.ok
+    assert bound.differences.equals(in_database.differences)
+    assert bound.users_checked == in_database.users_checked
+
+
 def test_default_run_is_the_latest_succeeded_real_run(
     migrated: tuple[str, str], clone: str
 ) -> None:
