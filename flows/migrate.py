@@ -10,7 +10,6 @@ only its batch, which stays recorded as failed for ``circuit-migrate retry``.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -401,7 +400,9 @@ def _migrate(
             timings["plan"] = time.perf_counter() - started
             if spilling:
                 started = time.perf_counter()
-                spill_dir = tempfile.mkdtemp(prefix="circuit-migrate-extract-")
+                for stale in spill.remove_stale_folders():
+                    get_run_logger().info(f"removed {stale}, left by a run that was killed")
+                spill_dir = str(spill.new_folder())
                 spill.spill(
                     source,
                     exported,

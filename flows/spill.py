@@ -11,6 +11,9 @@ value as :func:`flows.extract.user_digests`).
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +44,44 @@ NO_BATCH = -1
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
 TABLES = ("auth_users", *LEGACY_TABLE_NAMES)
+FOLDER_PREFIX = "circuit-migrate-extract-"
+OWNER_FILE = "owner.pid"
+
+
+def new_folder(parent: Path | None = None) -> Path:
+    """A fresh private folder for a run's extracted rows (under ``parent``, default the system
+    temporary directory), marked with this process's id so that a later run can remove it if
+    this process dies without cleaning up (:func:`remove_stale_folders`)."""
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent))
+    (folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_folders(parent: Path | None = None) -> list[Path]:
+    """Remove the extract folders under ``parent`` (default the system temporary directory)
+    whose owning process on this machine is gone (a run that was killed: its files hold legacy
+    rows and take about the legacy tables' size); returns them. A folder with no readable owner
+    file, or whose owner still runs, is left alone."""
+    removed = []
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            pid = int((folder / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @dataclass(frozen=True)

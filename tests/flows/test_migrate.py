@@ -17,7 +17,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from typer.testing import CliRunner
 
-from flows import extract
+from flows import extract, spill
 from flows.cli import app
 from flows.migrate import RunOptions, run_migration
 from tests.flows.conftest import target_digest
@@ -224,7 +224,9 @@ def test_killed_process_resumes_with_retry(
             "create trigger slow after insert on public.tagged_models"
             " for each statement execute function slow()"
         )
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    scratch = tmp_path / "tmp"  # the killed run's extract folder lands here, not in /tmp
+    scratch.mkdir()
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "TMPDIR": str(scratch)}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -261,6 +263,9 @@ def test_killed_process_resumes_with_retry(
     finally:
         if proc.poll() is None:
             proc.kill()
+    # the killed run could not remove its extract folder; the next run's cleanup does
+    (left_behind,) = scratch.glob(f"{spill.FOLDER_PREFIX}*")
+    assert spill.remove_stale_folders(scratch) == [left_behind] and not left_behind.exists()
     (run_id,) = ledger(url, "select run_id::text from migration.runs")[0]
     left = ledger(url, "select count(*) from migration.batches where status <> 'succeeded'")
     assert left[0][0] > 0

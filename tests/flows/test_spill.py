@@ -3,8 +3,12 @@ per-batch SQL extract, the same digests as the SQL digest query, one snapshot.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import psycopg
@@ -131,3 +135,30 @@ def test_a_batch_without_its_files_fails_clearly(tmp_path: Path) -> None:
     batch = extract.BatchRange(1, "a", "b", 1)
     with pytest.raises(MigrationError, match="are gone"):
         spill.read_batch(tmp_path / "missing", batch)
+
+
+def test_only_folders_of_dead_runs_are_removed(tmp_path: Path) -> None:
+    """A killed run's folder (its owner process gone) is removed by the next run; a running
+    run's folder, and one without an owner file, are left alone."""
+    mine = spill.new_folder(tmp_path)
+    assert mine.name.startswith(spill.FOLDER_PREFIX)
+    assert (mine / spill.OWNER_FILE).read_text().strip() == str(os.getpid())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=PIPE)
+    folders = {}
+    try:
+        for name, pid in (("dead", dead.pid), ("alive", alive.pid)):
+            folders[name] = tmp_path / f"{spill.FOLDER_PREFIX}{name}"
+            (folders[name] / "tagged_models" / "1").mkdir(parents=True)
+            (folders[name] / spill.OWNER_FILE).write_text(f"{pid}\n")
+        unowned = tmp_path / f"{spill.FOLDER_PREFIX}unowned"
+        unowned.mkdir()
+        other = tmp_path / "someone-else"
+        other.mkdir()
+        (other / spill.OWNER_FILE).write_text(f"{dead.pid}\n")
+        assert spill.remove_stale_folders(tmp_path) == [folders["dead"]]
+        assert not folders["dead"].exists()
+        assert all(p.is_dir() for p in (mine, folders["alive"], unowned, other))
+    finally:
+        alive.communicate(b"")
