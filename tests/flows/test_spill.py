@@ -3,7 +3,9 @@ per-batch SQL extract, the same digests as the SQL digest query, one snapshot.""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import psycopg
 import pytest
 
 from flows import extract, schema_ops, spill
-from schemas.errors import MigrationError
+from schemas.errors import ConfigurationError, MigrationError
 from tests.flows.test_extract import make_profile, make_session, make_tagged, make_user
 
 Conn = psycopg.Connection[Any]
@@ -162,3 +164,49 @@ def test_only_folders_of_dead_runs_are_removed(tmp_path: Path) -> None:
         assert all(p.is_dir() for p in (mine, folders["alive"], unowned, other))
     finally:
         alive.communicate(b"")
+
+
+def test_a_disk_too_small_is_refused_before_reading(
+    conn: Conn, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too little free disk for about DISK_PER_TABLE_BYTE times the legacy tables: a clear
+    error naming TMPDIR, before any file is written."""
+    needed = conn.execute(
+        "select sum(pg_table_size(c))::bigint from unnest(array['auth.users',"
+        " 'legacy.user_profiles', 'legacy.user_sessions', 'legacy.tagged_models']::regclass[]) c"
+    ).fetchone()[0]  # type: ignore[index]
+    real = shutil.disk_usage(tmp_path)
+
+    def free(bytes_free: int) -> None:
+        monkeypatch.setattr(
+            spill.shutil, "disk_usage", lambda _: real._replace(free=int(bytes_free))
+        )
+
+    snapshot = extract.begin_snapshot(conn)
+    try:
+        batches = extract.plan_batches(conn, SCHEMA, 100)
+        free(needed * spill.DISK_PER_TABLE_BYTE - 1)
+        with pytest.raises(ConfigurationError, match="set TMPDIR"):
+            spill.spill(url, snapshot, SCHEMA, batches, tmp_path)
+        assert list(tmp_path.iterdir()) == []
+        free(needed * spill.DISK_PER_TABLE_BYTE + 1)
+        spill.spill(url, snapshot, SCHEMA, batches, tmp_path)
+        assert spill.read_batch(tmp_path, batches[0]).data.rows() > 0
+    finally:
+        conn.execute("rollback")
+
+
+def test_a_failed_write_is_a_migration_error(
+    conn: Conn, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spill, "_write_parts", full)
+    snapshot = extract.begin_snapshot(conn)
+    try:
+        batches = extract.plan_batches(conn, SCHEMA, 100)
+        with pytest.raises(MigrationError, match=r"could not write .* No space left"):
+            spill.spill(url, snapshot, SCHEMA, batches, tmp_path)
+    finally:
+        conn.execute("rollback")
