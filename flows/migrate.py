@@ -156,8 +156,10 @@ def run_batch(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if spill_dir is not None:
-        spilled = spill.read_batch(Path(spill_dir), batch)
-        data, digests = spilled.data, spilled.digests
+        # an incremental run planned from its users' digests: the batch carries them
+        spilled = spill.read_batch(Path(spill_dir), batch, digests=not options.incremental)
+        data = spilled.data
+        digests = batch.digests if options.incremental else spilled.digests
     else:
         with db.connect(source_url, autocommit=True) as src:
             extract.use_snapshot(src, snapshot)
@@ -386,7 +388,7 @@ def _migrate(
             exported = extract.begin_snapshot(coordinator)
             snapshot: str | None = exported
             # Each batch writes its users' digests with its load (the next incremental run's
-            # base); a spilled batch computes them from its own rows.
+            # base); a spilled batch of a full run computes them from its own rows.
             digests = (
                 extract.user_digests(coordinator, options.source_schema)
                 if retry or options.incremental or not spilling
@@ -410,6 +412,7 @@ def _migrate(
                     batches,
                     Path(spill_dir),
                     workers=min(options.concurrency, 4),
+                    row_digests=not options.incremental,  # else the plan computed them
                     progress=get_run_logger().info,
                 )
                 coordinator.execute("rollback")  # the snapshot is no longer needed

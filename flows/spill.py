@@ -214,11 +214,13 @@ def spill(
     folder: Path,
     *,
     workers: int = 2,
+    row_digests: bool = True,
     progress: Callable[[str], None] = lambda line: None,
 ) -> SpillSummary:
     """Read every legacy table and ``auth.users`` once, in ``snapshot`` (the run's), on
     ``workers`` connections at once, and write each row to the files of its batch under
-    ``folder``."""
+    ``folder``; with ``row_digests``, each with its row md5 (without: the run already has its
+    users' digests, and the md5 of every row is most of the server's work)."""
     index = BatchIndex(batches)
     with db.connect(source_url, autocommit=True) as conn:
         extract.use_snapshot(conn, snapshot)
@@ -229,7 +231,9 @@ def spill(
             (table, chunk, query)
             for table, (relation, join, key) in queries.items()
             for chunk, query in enumerate(
-                _chunk_queries(table, relation, join, key, _pages(conn, relation))
+                _chunk_queries(
+                    table, relation, join, key, _pages(conn, relation), row_digests=row_digests
+                )
             )
         ]
         conn.execute("rollback")
@@ -273,7 +277,13 @@ def spill(
 
 
 def _chunk_queries(
-    table: str, relation: sql.Composable, join: sql.Composable, key: sql.Composable, pages: int
+    table: str,
+    relation: sql.Composable,
+    join: sql.Composable,
+    key: sql.Composable,
+    pages: int,
+    *,
+    row_digests: bool,
 ) -> list[sql.Composable]:
     """One query per page range of the table; the last range is open-ended (the table may have
     grown since its size was read)."""
@@ -288,13 +298,14 @@ def _chunk_queries(
         )
         out.append(
             sql.SQL(
-                "select {cols}, ({key})::text as {k}, md5(x::text) as {h} from {rel} x {join}"
+                "select {cols}, ({key})::text as {k}, {md5} as {h} from {rel} x {join}"
                 " where x.ctid >= {lo}::tid{upper}"
             ).format(
                 cols=_select_list(_schema_of(table), "x"),
                 key=key,
                 k=sql.Identifier(KEY),
                 h=sql.Identifier(ROW_MD5),
+                md5=sql.SQL("md5(x::text)" if row_digests else "null::text"),
                 rel=relation,
                 join=join,
                 lo=sql.Literal(f"({start},0)"),
@@ -330,9 +341,10 @@ class SpilledBatch:
     digests: tuple[tuple[str, str], ...]
 
 
-def read_batch(folder: Path, batch: BatchRange) -> SpilledBatch:
-    """The batch's rows from its files (a batch of users deleted from the source has none);
-    raises ``MigrationError`` if the folder is gone."""
+def read_batch(folder: Path, batch: BatchRange, *, digests: bool = True) -> SpilledBatch:
+    """The batch's rows from its files (a batch of users deleted from the source has none), and
+    with ``digests`` its users' digests (the files must hold row md5s); raises
+    ``MigrationError`` if the folder is gone."""
     if not folder.is_dir():
         raise MigrationError(f"batch {batch.batch_no}: the extracted rows under {folder} are gone")
     parts = {table: _read(folder, table, batch.batch_no) for table in TABLES}
@@ -342,8 +354,8 @@ def read_batch(folder: Path, batch: BatchRange) -> SpilledBatch:
         auth_users=auth.select(list(frames.AUTH_USERS)),
         **{t: parts[t].select(list(_schema_of(t))) for t in LEGACY_TABLE_NAMES},
     )
-    digests = () if batch.orphans else batch_digests(parts)
-    return SpilledBatch(data, digests)
+    computed = batch_digests(parts) if digests and not batch.orphans else ()
+    return SpilledBatch(data, computed)
 
 
 def batch_digests(parts: Mapping[str, pl.DataFrame]) -> tuple[tuple[str, str], ...]:
