@@ -83,7 +83,8 @@ def remove_stale_folders(parent: Path | None = None) -> list[Path]:
             continue
         if pid != os.getpid() and not _alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            if not folder.exists():
+                removed.append(folder)
     return removed
 
 

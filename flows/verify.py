@@ -285,7 +285,10 @@ def _listed(expr: str, param: str, type_: str) -> str:
     return f"{expr} in (select u.id from unnest(%({param})s::{type_}[]) u(id))"
 
 
-_UUID_TEXT = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# source_id as uuid where it is one in canonical text, else null (a case: the cast never runs
+# on other text, wherever the planner puts the join condition)
+_SOURCE_UUID = f"(case when source_id ~ '^{_CANONICAL_UUID.pattern}$' then source_id::uuid end)"
 
 
 def _ledger_ctes(in_database: bool) -> str:
@@ -318,8 +321,8 @@ def _ledger_ctes(in_database: bool) -> str:
                     f" where {run} and source_table = '{table}'"
                 )
             return (
-                "select distinct source_id::uuid from migration.quarantine"
-                f" where {run} and source_table = '{table}' and source_id ~ {_UUID_TEXT}"
+                f"select distinct {_SOURCE_UUID} from migration.quarantine"
+                f" where {run} and source_table = '{table}' and {_SOURCE_UUID} is not null"
             )
 
         sets = {
@@ -328,11 +331,11 @@ def _ledger_ctes(in_database: bool) -> str:
             "ledger_q_elements": quarantined("saved_profiles", uuid=False),
             "ledger_q_users": quarantined("auth_users", uuid=False),
             "ledger_dropped_models": (
-                "select source_id::uuid from migration.quarantine"
-                f" where {run} and source_table = 'tagged_models' and source_id ~ {_UUID_TEXT}"
-                " union select source_id::uuid from migration.id_map"
+                f"select {_SOURCE_UUID} from migration.quarantine"
+                f" where {run} and source_table = 'tagged_models' and {_SOURCE_UUID} is not null"
+                f" union select {_SOURCE_UUID} from migration.id_map"
                 f" where {run} and source_table = 'tagged_models' and outcome = 'merged'"
-                f" and source_id ~ {_UUID_TEXT}"
+                f" and {_SOURCE_UUID} is not null"
             ),
         }
         id_map = (
@@ -783,9 +786,6 @@ def _pick_run(conn: psycopg.Connection, run_id: str | None) -> str:
             "verify against a full run (`circuit-migrate run --full`, then `verify`)"
         )
     return str(row[0])
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _uuids(ids: Iterable[str]) -> list[str]:

@@ -38,7 +38,7 @@ from schemas.tolerances import FLOAT_RTOL
 Schema = Mapping[str, pl.DataType | type[pl.DataType]]
 
 BUCKETS: Schema = {
-    "part": pl.String,  # which of a user's rows the signatures cover: "rows" or "circuits"
+    "part": pl.String,  # what the signatures cover: "rows", "circuits" or "configurations"
     "bucket": pl.String,  # the leading hex digits of the user keys
     "users": pl.Int64,  # user keys seen in the part ("rows", expected side: every user key)
     "signatures": pl.Int64,  # users with a signature (rows in the target, or due there)
