@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flows.db import libpq_url
 from schemas.errors import ConfigurationError
 
 # Run defaults (docs/PERFORMANCE.md): batches big enough that per-batch costs (statements,
@@ -27,18 +28,23 @@ class Settings(BaseSettings):
     target_schema: str = Field(default="public", min_length=1)
 
     def source_url(self) -> str:
-        """The source URL, or a clear error naming the flag and variable that set it."""
+        """The source URL as libpq takes it, or a clear error (naming the flag and variable that
+        set it when missing; redacted when malformed)."""
         return _required(self.source_database_url, "--source-url", "SOURCE_DATABASE_URL")
 
     def target_url(self) -> str:
-        """The target URL, or a clear error naming the flag and variable that set it."""
+        """The target URL as libpq takes it, or a clear error (naming the flag and variable that
+        set it when missing; redacted when malformed)."""
         return _required(self.target_database_url, "--target-url", "TARGET_DATABASE_URL")
 
 
 def _required(value: SecretStr | None, flag: str, env: str) -> str:
     if value is None or not value.get_secret_value().strip():
         raise ConfigurationError(f"no database URL: pass {flag} or set {env}")
-    return value.get_secret_value()
+    try:
+        return libpq_url(value.get_secret_value())
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{flag} / {env}: {exc}") from None
 
 
 def load_settings(**overrides: object) -> Settings:

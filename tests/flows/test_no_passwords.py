@@ -1,6 +1,7 @@
 """Connection passwords never appear in a report, log line, artifact, ledger row or error
 message: a run (with a failing batch, a retry, a report with compare, and an unreachable server)
-uses a URL with a known password, then everything it wrote is scanned for it."""
+uses a URL with a known password, ``status`` and an unreachable server are tried with every URL
+form (tests/flows/test_urls.py), then everything they wrote is scanned for the passwords."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from schemas.tables import LEDGER_TABLES
+from tests.flows.test_urls import MARKERS, url_forms
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 ROLE, PASSWORD = "cm_pw_test", "S3cr3t-pw-xyz"
+SECRETS = (PASSWORD, *MARKERS)  # the markers are in the password of every URL form
 
 
 def with_password(url: str, port: int | None = None) -> str:
@@ -117,6 +120,13 @@ def test_no_password_in_anything_a_run_writes(
         cli("run", "--source-url", dead, "--target-url", dead, "--report-dir", str(reports), code=3)
         cli("report", run_id, "--target-url", dead, code=3)
         assert "***" in outputs[-1]
+        for form in url_forms(url).values():  # trust auth: any password connects
+            cli("status", run_id, "--target-url", form.url)
+        report_dir = ["--report-dir", str(reports)]
+        for form in url_forms(url, port="1").values():
+            cli("status", "--target-url", form.url, code=3)
+            cli("run", "--source-url", form.url, "--target-url", form.url, *report_dir, code=3)
+            assert "***" in outputs[-1]
     finally:
         for logger in loggers:
             logger.removeHandler(collect)
@@ -143,7 +153,7 @@ def test_no_password_in_anything_a_run_writes(
     assert flow_runs and run_id in texts["prefect artifacts"]
     assert "Finished in state" in texts["log records"]  # the flow's log lines were captured
 
-    leaks = [where for where, text in texts.items() if PASSWORD in text]
+    leaks = [where for where, text in texts.items() if any(s in text for s in SECRETS)]
     # the Prefect test server's database, and PREFECT_HOME files written during the test
     database = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[-1])
     files = [p for p in database.parent.glob(database.name + "*") if p.is_file()]
@@ -153,5 +163,5 @@ def test_no_password_in_anything_a_run_writes(
     contents = {str(p): p.read_bytes() for p in files}
     # the byte scan sees what the runs stored (their ids), so it would see a password
     assert any(run_id.encode() in data for data in contents.values())
-    leaks += [where for where, data in contents.items() if PASSWORD.encode() in data]
+    leaks += [where for where, data in contents.items() if any(s.encode() in data for s in SECRETS)]
     assert leaks == []
