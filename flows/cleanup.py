@@ -115,13 +115,12 @@ def check_guard(
         target_url,
         source_schema=location,
         target_schema=target_schema,
-        run_id=run_id,
     )
     if not result.ok:
         users = result.differences["user_id"].n_unique()
         raise CleanupRefused(
-            f"cleanup refused: verification against run {run_id} fails now ({users} users"
-            " differ); run `circuit-migrate verify` for the details",
+            f"cleanup refused: verification fails now ({users} users differ); run"
+            " `circuit-migrate verify` for the details",
             run_id=run_id,
         )
     return location, run_id, result

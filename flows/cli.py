@@ -18,7 +18,7 @@ from rich.table import Table
 from flows import db, ledger, schema_ops
 from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, load_settings
 from schemas import ddl
-from schemas.errors import MigrationError, ReconciliationMismatch
+from schemas.errors import MigrationError, ReconciliationMismatch, RowsRejected
 
 if TYPE_CHECKING:
     from flows.migrate import RunOptions
@@ -282,7 +282,8 @@ def _execute(
     run_id = run_id or str(uuid.uuid4())
     with progress_over_batches(target, run_id, err):
         summary = run_migration(source, target, options, run_id=run_id, retry=retrying)
-    folder = write_run_report(target, summary.run_id, report_dir)
+    written = write_run_report(target, summary.run_id, report_dir)
+    folder = written.folder
     style = "green" if summary.status == "succeeded" else "red"
     out.print(
         f"run {summary.run_id} [{style}]{summary.status}[/{style}]: "
@@ -304,6 +305,14 @@ def _execute(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+    if written.rejected_rows:
+        err.print(f"[red]{written.verdict['headline']}[/red]", soft_wrap=True)
+        err.print(
+            "these rows are quarantined (database_rejected) with the server's message in"
+            f" {folder}/quarantine.csv; fix the cause and run again",
+            soft_wrap=True,
+        )
+        raise typer.Exit(RowsRejected.exit_code)
 
 
 @app.command("status")
@@ -347,13 +356,9 @@ def verify(
     target_url: TargetUrl = None,
     source_schema: SourceSchema = None,
     target_schema: TargetSchema = None,
-    run_id: Annotated[
-        str | None,
-        typer.Option(help="Ledger of this run [default: the latest succeeded run]."),
-    ] = None,
 ) -> None:
-    """Check the target against the source with independent SQL (read-only); exit 5 on any
-    difference, naming every user that differs."""
+    """Check the target against the source with independent SQL (read-only), after any
+    sequence of runs; exit 5 on any difference, naming every user that differs."""
     from flows.verify import verify as run_verify
     from reports.verification import summary_lines
 
@@ -368,7 +373,6 @@ def verify(
         settings.target_url(),
         source_schema=settings.source_schema,
         target_schema=settings.target_schema,
-        run_id=run_id,
     )
     for line in summary_lines(result):
         (out if result.ok else err).print(line, soft_wrap=True, markup=False)
@@ -445,7 +449,7 @@ def report(
     from flows.report_files import compare_reports, comparison_tables, write_run_report
 
     target = load_settings(target_database_url=target_url).target_url()
-    folder = write_run_report(target, run_id, report_dir)
+    folder = write_run_report(target, run_id, report_dir).folder
     out.print(
         f"report: {folder / 'report.html'} (and report.json, report.md, CSV lists)",
         soft_wrap=True,
@@ -602,6 +606,45 @@ def restore_legacy(source_url: SourceUrl = None) -> None:
     url = load_settings(source_database_url=source_url).source_url()
     schema, moved = run_restore(url)
     out.print(f"moved {', '.join(moved)} (back into schema {schema})", soft_wrap=True)
+
+
+@app.command("copy-auth-users")
+@clean_errors
+def copy_auth_users(
+    source_url: SourceUrl = None,
+    target_url: TargetUrl = None,
+    source_schema: SourceSchema = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be copied; change nothing.")
+    ] = False,
+) -> None:
+    """Two databases: copy the auth users the legacy data needs (auth.users, auth.identities;
+    ids and password hashes unchanged) from source to target in one transaction; idempotent;
+    refuses (exit 4), copying nothing, when a target user with the same id differs."""
+    from flows.auth_users import copy_auth_users as run_copy
+
+    settings = load_settings(
+        source_database_url=source_url, target_database_url=target_url, source_schema=source_schema
+    )
+    result = run_copy(
+        settings.source_url(), settings.target_url(), settings.source_schema, dry_run=dry_run
+    )
+    if result.same_database:
+        out.print("source and target are one database: its auth.users serves both; nothing to copy")
+        return
+    verb = "would copy" if dry_run else "copied"
+    identities = (
+        f"; {verb} {result.identities_copied:,} identities "
+        f"({result.identities_present:,} already present)"
+        if result.identities
+        else "; auth.identities is not on both sides: no identities copied"
+    )
+    out.print(
+        f"{result.needed:,} users the legacy data needs: {verb} {result.users_copied:,}, "
+        f"{result.users_present:,} already present{identities}"
+        + (" (dry run: nothing changed)" if dry_run else ""),
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from flows import db
+from flows import db, user_keys
 from schemas import frames
 from schemas.errors import SourceSchemaMismatch
 
@@ -41,6 +41,9 @@ class BatchRange:
     users: int
     user_keys: tuple[str, ...] | None = None
     digests: tuple[tuple[str, str], ...] = ()
+    # Rows per source table (PLANNED_TABLES) the batch's users own in the run's snapshot: what
+    # its read must hold, else it fails.
+    planned: tuple[tuple[str, int], ...] = ()
 
     @property
     def orphans(self) -> bool:
@@ -112,83 +115,117 @@ def use_snapshot(conn: psycopg.Connection, snapshot: str | None) -> None:
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
 
 
-def _null_session_keys(schema: str) -> sql.Composed:
-    """SQL (id, user_key): sessions without a user_id whose tagged models name one (the
-    smallest)."""
-    s = sql.Identifier(schema)
-    return sql.SQL(
-        "select s.id, min(t.user_id::text)::uuid as user_key from {s}.user_sessions s"
-        " join {s}.tagged_models t on t.session_id = s.id and t.user_id is not null"
-        " where s.user_id is null group by s.id"
-    ).format(s=s)
+PLANNED_TABLES = (*LEGACY_TABLE_NAMES, "saved_profiles")
+"""The source tables a batch's read is checked against: the legacy tables and the
+``saved_profiles`` elements (a non-array ``saved_profiles`` counts as one malformed item)."""
+
+
+def _element_count(column: str) -> str:
+    """SQL: the number of ``saved_profiles`` items the transform explodes a session into."""
+    return (
+        f"(case when {column} is null then 0 when jsonb_typeof({column}) = 'array'"
+        f" then jsonb_array_length({column}) else 1 end)"
+    )
+
+
+def user_row_counts(conn: psycopg.Connection, schema: str) -> pl.DataFrame:
+    """Per user key (null: the rows with none), the legacy rows of each table it owns and its
+    ``saved_profiles`` items, counted in SQL in the caller's snapshot: what a batch must read.
+    Columns ``user_key`` and one per :data:`PLANNED_TABLES`, sorted by key (nulls last)."""
+    parts = []
+    for table in LEGACY_TABLE_NAMES:
+        k = user_keys.keyed(schema, table)
+        elements = (
+            sql.SQL(_element_count("x.saved_profiles"))
+            if table == "user_sessions"
+            else sql.SQL("0")
+        )
+        parts.append(
+            sql.SQL("select {key} as k, {t} as t, {e} as e from {rel} x {join}").format(
+                key=k.key, t=sql.Literal(table), e=elements, rel=k.relation, join=k.join
+            )
+        )
+    counts = ", ".join(
+        f"count(*) filter (where t = '{t}')::bigint as {t}" for t in LEGACY_TABLE_NAMES
+    )
+    query = sql.SQL(
+        "select k::text as user_key, {counts}, sum(e)::bigint as saved_profiles"
+        " from ({rows}) r group by k order by k nulls last"
+    ).format(counts=sql.SQL(counts), rows=sql.SQL(" union all ").join(parts))
+    schema_ = {"user_key": pl.String, **dict.fromkeys(PLANNED_TABLES, pl.Int64)}
+    rows = conn.execute(query).fetchall()
+    return pl.DataFrame(rows, schema=schema_, orient="row")
 
 
 def has_orphans(conn: psycopg.Connection, schema: str) -> bool:
-    """Whether any legacy row has no user key at all (the module's rule)."""
-    s = sql.Identifier(schema)
-    query = sql.SQL(
-        """
-        with n as ({n})
-        select exists (select 1 from {s}.user_profiles where user_id is null)
-            or exists (select 1 from {s}.user_sessions x left join n on n.id = x.id
-                        where x.user_id is null and n.id is null)
-            or exists (select 1 from {s}.tagged_models x
-                         left join {s}.user_sessions s on s.id = x.session_id
-                         left join n on n.id = x.session_id
-                        where x.user_id is null and s.user_id is null and n.id is null)
-        """
-    ).format(s=s, n=_null_session_keys(schema))
-    row = conn.execute(query).fetchone()
+    """Whether any legacy row has no user key at all (:mod:`flows.user_keys`)."""
+    checks = []
+    for table in LEGACY_TABLE_NAMES:
+        k = user_keys.keyed(schema, table)
+        checks.append(
+            sql.SQL("exists (select 1 from {rel} x {join} where {key} is null)").format(
+                rel=k.relation, join=k.join, key=k.key
+            )
+        )
+    row = conn.execute(sql.SQL("select ") + sql.SQL(" or ").join(checks)).fetchone()
     return bool(row and row[0])
 
 
 def plan_batches(conn: psycopg.Connection, schema: str, batch_size: int) -> list[BatchRange]:
-    """Contiguous user-key ranges of about ``batch_size`` users each, computed in SQL, then the
-    orphan batch if any row has no user key.
-
-    Every non-null user key is the ``user_id`` of some legacy row (a row's own, its session's,
-    or one of its session's tagged models'), so the keys are the distinct user ids."""
-    s = sql.Identifier(schema)
-    query = sql.SQL(
-        """
-        with keys as (
-          select user_id as user_key from {s}.tagged_models
-          union select user_id from {s}.user_sessions
-          union select user_id from {s}.user_profiles
-        ),
-        numbered as (select user_key, (row_number() over (order by user_key) - 1) / {size} as b
-                       from keys where user_key is not null)
-        select b, min(user_key::text), max(user_key::text), count(*)
-          from numbered group by b order by b
-        """
-    ).format(s=s, size=sql.Literal(batch_size))
-    batches = [
-        BatchRange(int(b) + 1, lo, hi, int(n)) for b, lo, hi, n in conn.execute(query).fetchall()
-    ]
-    if has_orphans(conn, schema):
-        batches.append(BatchRange(len(batches) + 1, None, None, 0))
+    """Contiguous user-key ranges of ``batch_size`` users each, then the orphan batch if any
+    row has no user key; each batch carries the rows it must read (:func:`user_row_counts`)."""
+    counts = user_row_counts(conn, schema)
+    keyed_users = counts.filter(pl.col("user_key").is_not_null())
+    batches = []
+    for no, start in enumerate(range(0, keyed_users.height, batch_size), start=1):
+        part = keyed_users.slice(start, batch_size)
+        batches.append(
+            BatchRange(
+                no, part["user_key"][0], part["user_key"][-1], part.height, planned=_sums(part)
+            )
+        )
+    orphans = counts.filter(pl.col("user_key").is_null())
+    if orphans.height:
+        batches.append(BatchRange(len(batches) + 1, None, None, 0, planned=_sums(orphans)))
     return batches
 
 
+def _sums(counts: pl.DataFrame) -> tuple[tuple[str, int], ...]:
+    return tuple((t, int(counts[t].sum())) for t in PLANNED_TABLES)
+
+
+def with_planned(batches: list[BatchRange], counts: pl.DataFrame) -> list[BatchRange]:
+    """The batches, each carrying the rows its users own in ``counts``
+    (:func:`user_row_counts`, read in the snapshot the batches will read)."""
+    keyed_users = counts.filter(pl.col("user_key").is_not_null())
+    keys = keyed_users["user_key"]
+    out = []
+    for batch in batches:
+        if batch.orphans:
+            mine = counts.filter(pl.col("user_key").is_null())
+        elif batch.user_keys is not None:
+            mine = keyed_users.filter(pl.col("user_key").is_in(list(batch.user_keys)))
+        else:
+            lo = keys.search_sorted(str(batch.user_from), side="left")
+            hi = keys.search_sorted(str(batch.user_to), side="right")
+            mine = keyed_users.slice(int(lo), int(hi) - int(lo))
+        out.append(replace(batch, planned=_sums(mine)))
+    return out
+
+
 def _row_digests(schema: str) -> sql.Composed:
-    """SQL (user_key, source_table, id, row_md5): every legacy row with a user key and the md5
+    """SQL (user_key, source_table, id, row_md5): every legacy row with its user key and the md5
     of its row text."""
-    s = sql.Identifier(schema)
-    return sql.SQL(
-        """
-        with n as ({n})
-        select coalesce(x.user_id, n.user_key) as user_key, 'user_sessions' as source_table,
-               x.id, md5(x::text) as row_md5
-          from {s}.user_sessions x left join n on x.user_id is null and n.id = x.id
-        union all
-        select coalesce(x.user_id, s.user_id, n.user_key), 'tagged_models', x.id, md5(x::text)
-          from {s}.tagged_models x
-          left join {s}.user_sessions s on x.user_id is null and s.id = x.session_id
-          left join n on x.user_id is null and n.id = x.session_id
-        union all
-        select x.user_id, 'user_profiles', x.id, md5(x::text) from {s}.user_profiles x
-        """
-    ).format(s=s, n=_null_session_keys(schema))
+    parts = []
+    for table in LEGACY_TABLE_NAMES:
+        k = user_keys.keyed(schema, table)
+        parts.append(
+            sql.SQL(
+                "select {key} as user_key, {t} as source_table, x.id, md5(x::text) as row_md5"
+                " from {rel} x {join}"
+            ).format(key=k.key, t=sql.Literal(table), rel=k.relation, join=k.join)
+        )
+    return sql.SQL(" union all ").join(parts)  # type: ignore[return-value]
 
 
 def user_digests(conn: psycopg.Connection, schema: str) -> dict[str, str]:
@@ -257,11 +294,11 @@ class IncrementalPlan:
 
 
 def plan_incremental(
-    conn: psycopg.Connection,
-    schema: str,
     batch_size: int,
     current: Mapping[str, str],
     stored: Mapping[str, str],
+    *,
+    orphans: bool,
 ) -> IncrementalPlan:
     """Batches of explicit user lists: users whose digest differs from the one stored when they
     were last loaded, new users, and users gone from the legacy side; then the orphan batch
@@ -274,7 +311,7 @@ def plan_incremental(
     for no, start in enumerate(range(0, len(todo), batch_size), start=1):
         keys = tuple(todo[start : start + batch_size])
         batches.append(BatchRange(no, keys[0], keys[-1], len(keys), user_keys=keys))
-    if has_orphans(conn, schema):
+    if orphans:
         batches.append(BatchRange(len(batches) + 1, None, None, 0))
     unchanged = len(current) - len(new) - len(changed)
     return IncrementalPlan(
@@ -344,69 +381,71 @@ def copy_frame(
     return _read_csv(bytes(buffer), schema)
 
 
+KEY_MAP: frames.Schema = {"source_table": pl.String, "source_id": pl.String, "user_key": pl.String}
+"""Which user key each legacy row of a batch was read under (null: none, the orphan batch)."""
+
+
 @dataclass(frozen=True)
 class LegacyBatch:
-    """The legacy frames of one batch (schemas.frames.LEGACY_FRAMES)."""
+    """The legacy frames of one batch (schemas.frames.LEGACY_FRAMES) and the user key of each
+    legacy row (``keys``, shape ``KEY_MAP``)."""
 
     auth_users: pl.DataFrame
     user_sessions: pl.DataFrame
     tagged_models: pl.DataFrame
     user_profiles: pl.DataFrame
+    keys: pl.DataFrame
 
     def rows(self) -> int:
         """Source rows in the batch (legacy tables only)."""
         return self.user_sessions.height + self.tagged_models.height + self.user_profiles.height
 
+    def read(self) -> dict[str, int]:
+        """Rows read per legacy table."""
+        return {t: getattr(self, t).height for t in LEGACY_TABLE_NAMES}
+
+
+def key_map(keyed: Mapping[str, pl.DataFrame], key: str) -> pl.DataFrame:
+    """``KEY_MAP`` of legacy frames that carry their user key in column ``key``."""
+    return pl.concat(
+        [
+            keyed[t].select(
+                pl.lit(t).alias("source_table"),
+                pl.col("id").alias("source_id"),
+                pl.col(key).alias("user_key"),
+            )
+            for t in LEGACY_TABLE_NAMES
+        ]
+    )
+
 
 def _batch_queries(schema: str, key_filter: sql.Composable) -> dict[str, sql.Composed]:
-    """Per legacy table, the query for the rows whose user key passes ``key_filter``.
-
-    Rows with their own user_id filter on it directly; only rows without one pay for the
-    session and tagged-model lookups of the user-key rule."""
-    s = sql.Identifier(schema)
-    null_session_key = sql.SQL(
-        "select s.id, min(t.user_id::text)::uuid as user_key from {s}.user_sessions s"
-        " join {s}.tagged_models t on t.session_id = s.id and t.user_id is not null"
-        " where s.user_id is null group by s.id"
-    ).format(s=s)
-    joins = {
-        "user_profiles": (sql.SQL(""), sql.SQL("x.user_id")),
-        "user_sessions": (
-            sql.SQL("left join ({n}) n on x.user_id is null and n.id = x.id").format(
-                n=null_session_key
-            ),
-            sql.SQL("coalesce(x.user_id, n.user_key)"),
-        ),
-        "tagged_models": (
-            sql.SQL(
-                "left join {s}.user_sessions s on x.user_id is null and s.id = x.session_id"
-                " left join ({n}) n on x.user_id is null and n.id = x.session_id"
-            ).format(s=s, n=null_session_key),
-            sql.SQL("coalesce(x.user_id, s.user_id, n.user_key)"),
-        ),
-    }
-    return {
-        table: sql.SQL(
-            "select {cols} from {s}.{t} x {join} where {key} {cond} order by x.id"
+    """Per legacy table, the query for the rows whose user key passes ``key_filter``, with the
+    key as column ``_user_key``."""
+    out = {}
+    for table in LEGACY_TABLE_NAMES:
+        k = user_keys.keyed(schema, table)
+        out[table] = sql.SQL(
+            "select {cols}, ({key})::text as _user_key from {rel} x {join}"
+            " where {key} {cond} order by x.id"
         ).format(
             cols=_select_list(frames.LEGACY_FRAMES[table], "x"),
-            s=s,
-            t=sql.Identifier(table),
-            join=join,
-            key=key,
+            key=k.key,
+            rel=k.relation,
+            join=k.join,
             cond=key_filter,
         )
-        for table, (join, key) in joins.items()
-    }
+    return out
 
 
 def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> LegacyBatch:
     """All legacy rows of the batch's users, and their auth users, in bulk."""
     key_filter = batch.key_filter()
-    out = {
-        table: copy_frame(conn, query, frames.LEGACY_FRAMES[table])
+    keyed = {
+        table: copy_frame(conn, query, {**frames.LEGACY_FRAMES[table], "_user_key": pl.String})
         for table, query in _batch_queries(schema, key_filter).items()
     }
+    out = {t: frame.drop("_user_key") for t, frame in keyed.items()}
     if batch.orphans:
         out["auth_users"] = frames.empty(frames.AUTH_USERS)
     else:
@@ -417,4 +456,4 @@ def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> L
         present = pl.concat([out[t].select("user_id") for t in LEGACY_TABLE_NAMES])["user_id"]
         users = copy_frame(conn, users_query, frames.AUTH_USERS)
         out["auth_users"] = users.filter(pl.col("id").is_in(present.drop_nulls().implode()))
-    return LegacyBatch(**out)
+    return LegacyBatch(**out, keys=key_map(keyed, "_user_key"))

@@ -21,7 +21,15 @@ def require_ledger(conn: psycopg.Connection, target_schema: str) -> None:
     """Raise TargetSchemaMissing unless the target tables and the ledger exist."""
     needed = [
         f"migration.{t}"
-        for t in ("runs", "batches", "id_map", "quarantine", "links", "user_digests")
+        for t in (
+            "runs",
+            "batches",
+            "id_map",
+            "quarantine",
+            "links",
+            "user_digests",
+            "user_runs",
+        )
     ]
     needed += [
         f"{target_schema}.{t}"
@@ -62,7 +70,7 @@ def add_batches(conn: psycopg.Connection, run_id: str, batches: Iterable[BatchRa
                     b.batch_no,
                     b.user_from,
                     b.user_to,
-                    Jsonb({"users": b.users}),
+                    Jsonb({"users": b.users, "planned": dict(b.planned)}),
                     None if b.user_keys is None else Jsonb(list(b.user_keys)),
                 )
                 for b in batches
@@ -229,3 +237,32 @@ def write_digests(
         ):
             for row in rows:
                 copy.write_row(row)
+
+
+def write_user_runs(
+    conn: psycopg.Connection,
+    run_id: str,
+    batch: BatchRange,
+    present: Iterable[str | None],
+) -> None:
+    """Record that the batch's ledger rows now describe its users (``present``: the user keys
+    its rows were read under, None for the rows of no user); users the batch owns but no longer
+    has rows of (deleted from the source) lose their entry. Call inside the load transaction."""
+    owned: sql.Composable
+    if batch.orphans:
+        owned = sql.SQL("user_key = ''")
+    elif batch.user_keys is not None:
+        owned = sql.SQL("user_key = any({})").format(sql.Literal(list(batch.user_keys)))
+    else:
+        owned = sql.SQL('user_key collate "C" between {} and {}').format(
+            sql.Literal(batch.user_from), sql.Literal(batch.user_to)
+        )
+    conn.execute(sql.SQL("delete from migration.user_runs where {}").format(owned))
+    keys = sorted({"" if key is None else key for key in present})
+    if keys:
+        with (
+            conn.cursor() as cur,
+            cur.copy("copy migration.user_runs (user_key, run_id, batch_no) from stdin") as copy,
+        ):
+            for key in keys:
+                copy.write_row((key, run_id, batch.batch_no))

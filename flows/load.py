@@ -395,18 +395,45 @@ def _links_exist(conn: psycopg.Connection, frame: pl.DataFrame) -> bool:
     return bool(row and row[0])
 
 
+def with_user_keys(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` (source_table, source_id, ...) with the ``user_key`` each source row was read
+    under (``keys``: ``flows.extract.KEY_MAP``): a saved_profiles element's is its session's,
+    an auth user's (a profile the target rejected) is its own id."""
+    row = (
+        pl.when(pl.col("source_table") == "saved_profiles")
+        .then(
+            pl.struct(
+                pl.lit("user_sessions").alias("t"),
+                pl.col("source_id").str.split("#").list.first().alias("i"),
+            )
+        )
+        .otherwise(pl.struct(pl.col("source_table").alias("t"), pl.col("source_id").alias("i")))
+    )
+    lookup = keys.select(
+        pl.struct(pl.col("source_table").alias("t"), pl.col("source_id").alias("i")).alias("_row"),
+        pl.col("user_key").alias("_key"),
+    ).unique("_row")
+    out = frame.with_columns(row.alias("_row")).join(
+        lookup, on="_row", how="left", maintain_order="left"
+    )
+    key = pl.when(pl.col("source_table") == "auth_users").then("source_id").otherwise("_key")
+    return out.with_columns(key.alias("user_key")).drop("_row", "_key")
+
+
 def write_ledger(
     conn: psycopg.Connection,
     run_id: str,
     batch_no: int,
     ledger: Mapping[str, pl.DataFrame],
     *,
+    keys: pl.DataFrame,
     links: bool,
     replace: bool = True,
 ) -> None:
-    """Replace the batch's id_map, quarantine and repairs rows; upsert its links if asked.
-    ``replace=False`` skips deleting the batch's earlier rows: the caller knows there are none
-    (the delete finds them through ``run_id`` alone, a scan of the whole run's rows)."""
+    """Replace the batch's id_map, quarantine and repairs rows, each with the user key of its
+    source row (``keys``: ``flows.extract.KEY_MAP``, :func:`with_user_keys`); upsert its links
+    if asked. ``replace=False`` skips deleting the batch's earlier rows: the caller knows there
+    are none (the delete finds them through ``run_id`` alone, a scan of the whole run's rows)."""
     for name, table in LEDGER_FRAME_TABLES.items():
         if replace:
             conn.execute(
@@ -415,7 +442,8 @@ def write_ledger(
                 ),
                 [run_id, batch_no],
             )
-        frame = frames.conform(ledger[name], frames.LEDGER_FRAMES[name]).with_columns(
+        frame = with_user_keys(frames.conform(ledger[name], frames.LEDGER_FRAMES[name]), keys)
+        frame = frame.with_columns(
             pl.lit(run_id, pl.String).alias("run_id"), pl.lit(batch_no, pl.Int64).alias("batch_no")
         )
         _copy(conn, sql.SQL("migration.{}").format(sql.Identifier(table)), frame)

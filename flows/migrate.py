@@ -30,7 +30,13 @@ from flows.lock import run_lock
 from flows.memory import release_freed_memory
 from flows.report_files import publish_report_artifacts
 from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY
-from schemas.errors import ConfigurationError, MigrationError, Transient, TransientLoadError
+from schemas.errors import (
+    BatchReadMismatch,
+    ConfigurationError,
+    MigrationError,
+    Transient,
+    TransientLoadError,
+)
 from transforms.accounting import accounting
 from transforms.pipeline import TransformResult, transform
 from transforms.rejections import without_rejected_users
@@ -167,6 +173,7 @@ def run_batch(
             src.execute("rollback")
         digests = batch.digests
     timings["extract"] = time.perf_counter() - started
+    _check_read(batch, data.read())
 
     started = time.perf_counter()
     result = transform(
@@ -181,6 +188,7 @@ def run_batch(
     started = time.perf_counter()
     books = accounting(data.user_sessions, data.tagged_models, data.user_profiles, result)
     books.raise_for_mismatch()
+    _check_read(batch, {"saved_profiles": books.tables["saved_profiles"].source})
     timings["validate"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -224,16 +232,19 @@ def run_batch(
                 "repairs": result.repairs,
                 "links": result.links,
             },
+            keys=data.keys,
             links=not options.dry_run,
             replace=replace,
         )
         if not options.dry_run:
             ledger.write_digests(dst, run_id, batch.key_filter(), digests, rejected)
+            ledger.write_user_runs(dst, run_id, batch, data.keys["user_key"].unique())
         timings["load"] = time.perf_counter() - started
         counts: dict[str, Any] = {
             "users": batch.users,
             "kind": "users" if batch.user_keys is not None else "range",
             "rows": data.rows(),
+            "planned": dict(batch.planned),
             "tables": books.as_dict(),
             "targets": {
                 "circuit_configurations": result.circuit_configurations.height,
@@ -249,6 +260,15 @@ def run_batch(
         }
         ledger.finish_batch(dst, run_id, batch.batch_no, counts)
     return counts
+
+
+def _check_read(batch: extract.BatchRange, read: Mapping[str, int]) -> None:
+    """Raise unless the batch read exactly the rows the plan counted for its users in the
+    run's snapshot (a batch that read less must never succeed)."""
+    planned = dict(batch.planned)
+    wrong = {t: (planned[t], n) for t, n in read.items() if t in planned and planned[t] != n}
+    if wrong:
+        raise BatchReadMismatch(batch.batch_no, wrong)
 
 
 def _retry_transient(_task: object, _run: object, state: Any) -> bool:
@@ -333,14 +353,20 @@ def _plan(
     options: RunOptions,
     digests: Mapping[str, str],
 ) -> tuple[list[extract.BatchRange], dict[str, Any]]:
-    """The batches of a new run and what it planned (recorded as the run's ``plan``)."""
+    """The batches of a new run, each with the rows its users own in the coordinator's
+    snapshot, and what it planned (recorded as the run's ``plan``)."""
     if options.incremental:
         with db.connect(target, autocommit=True) as conn:
             stored = ledger.stored_digests(conn)
+        counts = extract.user_row_counts(coordinator, options.source_schema)
         plan = extract.plan_incremental(
-            coordinator, options.source_schema, options.batch_size, digests, stored
+            options.batch_size,
+            digests,
+            stored,
+            orphans=bool(counts["user_key"].null_count()),
         )
-        return plan.batches, {"mode": "incremental", **plan.as_dict()}
+        batches = extract.with_planned(plan.batches, counts)
+        return batches, {"mode": "incremental", **plan.as_dict()}
     batches = extract.plan_batches(coordinator, options.source_schema, options.batch_size)
     users = sum(batch.users for batch in batches)
     planned = {"mode": "full", "users_planned": users, "users_unchanged": 0}
@@ -395,7 +421,8 @@ def _migrate(
                 else {}
             )
             if retry:
-                batches = extract.with_digests(batches, digests)
+                counts = extract.user_row_counts(coordinator, options.source_schema)
+                batches = extract.with_planned(extract.with_digests(batches, digests), counts)
             else:
                 run_id = run_id or str(uuid.uuid4())
                 batches, planned = _plan(coordinator, target, options, digests)
@@ -456,12 +483,16 @@ def _migrate(
 
 def preflight(source_url: str, target_url: str, options: RunOptions) -> None:
     """Fail fast, before any flow starts, on bad URLs, unreachable servers, a missing target
-    schema or ledger, a legacy schema that does not match, or an unreadable overrides file."""
+    schema or ledger, a legacy schema that does not match, an unreadable overrides file, or
+    (two databases) legacy users the target's auth.users lacks."""
     with db.connect(target_url, autocommit=True) as conn:
         ledger.require_ledger(conn, options.target_schema)
     with db.connect(source_url, autocommit=True) as conn:
         extract.check_source(conn, options.source_schema)
     read_overrides(options.link_overrides)
+    from flows.auth_users import require_in_target
+
+    require_in_target(source_url, target_url, options.source_schema)
 
 
 def task_runner(options: RunOptions) -> Any:

@@ -27,6 +27,7 @@ from reports.html import render_html
 from reports.reconcile import (
     LINK_GROUPS,
     QUARANTINE_GROUPS,
+    REJECTED_GROUPS,
     REPAIR_GROUPS,
     TARGET_TABLES,
     BatchRow,
@@ -172,6 +173,14 @@ def read_run(conn: psycopg.Connection, run_id: str, *, lists: bool = True) -> Ru
             run_id,
             REPAIR_GROUPS,
         ),
+        rejected=_grouped(
+            conn,
+            "select coalesce(substring(detail from '[(]([^()]+)[)]$'), detail, 'unknown'),"
+            " count(*) from migration.quarantine where run_id = %s"
+            " and reason = 'database_rejected' group by 1 order by 1",
+            run_id,
+            REJECTED_GROUPS,
+        ),
     )
     report = run_report(
         run_id, record.status, record.dry_run, [BatchRow(*row) for row in rows], facts
@@ -203,8 +212,17 @@ def write_quarantine(conn: psycopg.Connection, run_id: str, path: Path) -> int:
     return written
 
 
-def write_run_report(target_url: str, run_id: str, report_dir: Path) -> Path:
-    """Write the run's report files under ``report_dir/run_id``; returns the folder."""
+@dataclass(frozen=True)
+class WrittenReport:
+    """Where a run's report files went, and the verdict and rejected rows they state."""
+
+    folder: Path
+    verdict: Mapping[str, Any]
+    rejected_rows: int
+
+
+def write_run_report(target_url: str, run_id: str, report_dir: Path) -> WrittenReport:
+    """Write the run's report files under ``report_dir/run_id``."""
     with db.connect(target_url, autocommit=True) as conn:
         data = read_run(conn, run_id)
         report = data.report
@@ -218,7 +236,7 @@ def write_run_report(target_url: str, run_id: str, report_dir: Path) -> Path:
     (folder / "report.md").write_text(render_markdown(report))
     (folder / "report.html").write_text(render_html(report, review))
     review.write_csv(folder / "review.csv")
-    return folder
+    return WrittenReport(folder, report["verdict"], int(report["rejected"]["rows"]))
 
 
 def _kept_review(report: Mapping[str, Any], path: Path) -> pl.DataFrame | None:

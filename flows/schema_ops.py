@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 
 from flows import db
 from schemas import ddl
-from schemas.errors import SourceSchemaMismatch, TargetSchemaMissing
+from schemas import tables as t
+from schemas.errors import SourceSchemaMismatch, TargetSchemaConflict, TargetSchemaMissing
 
 
 def apply_auth_shim(url: str) -> bool:
@@ -26,11 +28,147 @@ def apply_legacy(url: str, schema: str = "public") -> None:
 
 
 def apply_target(url: str, schema: str = "public", *, auth_shim: bool = False) -> None:
-    """Apply the target DDL with RLS and the ledger, in one transaction; idempotent."""
+    """Apply the target DDL with RLS and the ledger, in one transaction; idempotent.
+
+    Refuses, before any DDL, when ``schema`` holds relations with target names but another shape.
+    """
+    with db.transaction(url) as conn:
+        _refuse_conflicts(conn, schema)
     if auth_shim:
         apply_auth_shim(url)
     _require_auth(url)
-    db.run_script(url, ddl.schema_sql(schema))
+    try:
+        with db.transaction(url) as conn:
+            _refuse_conflicts(conn, schema)  # again, in the transaction that runs the DDL
+            conn.execute(ddl.schema_sql(schema).encode())
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.IntegrityError) as exc:
+        raise TargetSchemaConflict(
+            f"applying the target schema to {db.redact(url)} failed, nothing changed: "
+            + " ".join(str(exc).split()),
+            schema=schema,
+        ) from None
+
+
+_RELKINDS = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence"}
+
+Shape = dict[str, tuple[str, bool]]  # column name -> (type as format_type prints it, nullable)
+
+
+def _relation(conn: psycopg.Connection, schema: str, name: str) -> tuple[str, Shape] | None:
+    """The kind (pg_class.relkind) and columns of ``schema.name``; None when there is none."""
+    row = conn.execute(
+        "select c.oid, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s",
+        [schema, name],
+    ).fetchone()
+    if row is None:
+        return None
+    columns = conn.execute(
+        "select attname, format_type(atttypid, atttypmod), not attnotnull from pg_attribute"
+        " where attrelid = %s and attnum > 0 and not attisdropped order by attnum",
+        [row[0]],
+    ).fetchall()
+    return str(row[1]), {column: (kind, nullable) for column, kind, nullable in columns}
+
+
+def target_conflicts(conn: psycopg.Connection, schema: str) -> dict[str, str]:
+    """Relations in ``schema`` named like a target table but not shaped like it: what differs."""
+    conflicts: dict[str, str] = {}
+    for table in t.TARGET_TABLES:
+        found = _relation(conn, schema, table.name)
+        if found is None:
+            continue
+        relkind, columns = found
+        if relkind not in ("r", "p"):
+            conflicts[table.name] = f"a {_RELKINDS.get(relkind, 'relation')}, not a table"
+        elif difference := _shape_difference(ddl.column_shapes(table), columns):
+            conflicts[table.name] = difference
+    return conflicts
+
+
+def _shape_difference(expected: Shape, found: Shape) -> str:
+    """What the ``found`` columns lack or add compared to ``expected``; empty when equal."""
+    missing = [name for name in expected if name not in found]
+    extra = [name for name in found if name not in expected]
+    common = [name for name in expected if name in found]
+    types = [
+        f"{name} {found[name][0]} (target {expected[name][0]})"
+        for name in common
+        if found[name][0] != expected[name][0]
+    ]
+    nulls = [
+        f"{name} {'nullable' if found[name][1] else 'not null'}"
+        for name in common
+        if found[name][1] != expected[name][1]
+    ]
+    labelled = (
+        ("missing columns", missing),
+        ("unexpected columns", extra),
+        ("other types", types),
+        ("other nullability", nulls),
+    )
+    return "; ".join(f"{label} {', '.join(names)}" for label, names in labelled if names)
+
+
+def _foreign_owners(conn: psycopg.Connection, schema: str) -> dict[str, str]:
+    """Existing target and ledger tables whose owner's rights the current user lacks: owner."""
+    names = [(schema, table.name) for table in t.TARGET_TABLES]
+    names += [(t.LEDGER, table.name) for table in t.LEDGER_TABLES]
+    rows = conn.execute(
+        "select format('%%I.%%I', n.nspname, c.relname), pg_get_userbyid(c.relowner)"
+        " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " join unnest(%s::text[], %s::text[]) as wanted(nsp, rel)"
+        " on n.nspname = wanted.nsp and c.relname = wanted.rel"
+        " where not pg_has_role(c.relowner, 'usage') order by 1",
+        [[nsp for nsp, _ in names], [rel for _, rel in names]],
+    ).fetchall()
+    return dict(rows)
+
+
+def _refuse_conflicts(conn: psycopg.Connection, schema: str) -> None:
+    """Raise TargetSchemaConflict where the DDL would adopt, or fail on, what is there."""
+    _refuse_other_shapes(conn, schema)
+    owners = _foreign_owners(conn, schema)
+    if owners:
+        row = conn.execute("select current_user").fetchone()
+        user = str(row[0]) if row else "this role"
+        listed = ", ".join(f"{name} (owner {owner})" for name, owner in owners.items())
+        raise TargetSchemaConflict(
+            f"refusing to apply the target schema, nothing changed: {user} may not alter"
+            f" tables owned by another role: {listed}. Apply it as their owner, or have the"
+            f" owner run `alter table ... owner to {user}`",
+            owners=owners,
+        )
+
+
+def _refuse_other_shapes(conn: psycopg.Connection, schema: str) -> None:
+    """Raise TargetSchemaConflict when ``schema`` holds target names of another shape."""
+    conflicts = target_conflicts(conn, schema)
+    if not conflicts:
+        return
+    legacy = []
+    for table in t.LEGACY_TABLES:
+        found = _relation(conn, schema, table.name) if table.name in conflicts else None
+        if found and set(table.columns.keys()) <= set(found[1]):
+            legacy.append(f"{schema}.{table.name}")
+    hints = []
+    if legacy:
+        move = "`circuit-migrate stage-legacy` moves them into schema legacy"
+        if schema != "public":  # stage-legacy moves from public only
+            move = "move them into schema legacy (alter table ... set schema legacy)"
+        hints.append(f"{', '.join(legacy)} are legacy tables: {move}")
+    if len(legacy) < len(conflicts):
+        hints.append(
+            "rename or move the other tables out of the way, or apply the target to another"
+            " schema (--target-schema)"
+        )
+    where = "; ".join(f"{schema}.{name}: {what}" for name, what in conflicts.items())
+    raise TargetSchemaConflict(
+        f"refusing to apply the target schema, nothing changed: schema {schema} holds tables"
+        f" with target names that circuit-migrate did not create ({where}). {'. '.join(hints)}.",
+        schema=schema,
+        conflicts=conflicts,
+    )
 
 
 def _require_auth(url: str) -> None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from flows.migrate import RunOptions, RunSummary, run_migration
 from flows.report_files import write_run_report
 from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, load_settings
-from schemas.errors import ConfigurationError, MigrationError
+from schemas.errors import ConfigurationError, MigrationError, RowsRejected
 
 DEPLOYMENT_NAME = "circuit-migrate"
 
@@ -79,19 +79,22 @@ def scheduled_migrate(
     incremental: bool = True,
 ) -> str:
     """One scheduled run: URLs from the environment, then the ``migrate`` flow and its report
-    files; fails (so Prefect shows it failed) when any batch failed. Returns the run id."""
+    files; fails (so Prefect shows it failed) when any batch failed or the target rejected
+    rows. Returns the run id."""
     settings = load_settings()
     options = run_options(
         source_schema, target_schema, batch_size, concurrency, link_overrides, incremental
     )
     summary: RunSummary = run_migration(settings.source_url(), settings.target_url(), options)
-    write_run_report(settings.target_url(), summary.run_id, Path(report_dir))
+    written = write_run_report(settings.target_url(), summary.run_id, Path(report_dir))
     if summary.failed:
         raise MigrationError(
             f"run {summary.run_id}: {summary.failed} of {len(summary.batches)} batches failed;"
             f" re-run them with: circuit-migrate retry {summary.run_id}",
             run_id=summary.run_id,
         )
+    if written.rejected_rows:
+        raise RowsRejected(f"run {summary.run_id}: {written.verdict['headline']}")
     return summary.run_id
 
 

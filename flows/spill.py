@@ -24,15 +24,14 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from flows import db, extract
+from flows import db, extract, user_keys
 from flows.extract import (
     LEGACY_TABLE_NAMES,
     BatchRange,
     LegacyBatch,
-    _null_session_keys,
     _select_list,
     copy_frame,
-    uuid_array,
+    key_map,
 )
 from schemas import frames
 from schemas.errors import ConfigurationError, MigrationError
@@ -143,36 +142,10 @@ class BatchIndex:
         return out.rename("b")
 
 
-def _queries(
-    schema: str, null_session_keys: Mapping[str, str]
-) -> dict[str, tuple[sql.Composable, sql.Composable, sql.Composable]]:
-    """Per table: (relation, join, user-key expression) for the spill query."""
-    s = sql.Identifier(schema)
-    ids = sql.Literal(uuid_array(null_session_keys))
-    keys = sql.Literal(uuid_array(null_session_keys.values()))
-    null_keys = sql.SQL("unnest({}::uuid[], {}::uuid[]) n(id, user_key)").format(ids, keys)
-    # A model without a user_id takes its session's (one index lookup, for those rows only).
-    session_user = sql.SQL(
-        "(select s.user_id from {s}.user_sessions s where s.id = x.session_id)"
-    ).format(s=s)
-    return {
-        "auth_users": (sql.SQL("auth.users"), sql.SQL(""), sql.SQL("x.id")),
-        "user_profiles": (
-            sql.SQL("{}.user_profiles").format(s),
-            sql.SQL(""),
-            sql.SQL("x.user_id"),
-        ),
-        "user_sessions": (
-            sql.SQL("{}.user_sessions").format(s),
-            sql.SQL("left join {} on x.user_id is null and n.id = x.id").format(null_keys),
-            sql.SQL("coalesce(x.user_id, n.user_key)"),
-        ),
-        "tagged_models": (
-            sql.SQL("{}.tagged_models").format(s),
-            sql.SQL("left join {} on x.user_id is null and n.id = x.session_id").format(null_keys),
-            sql.SQL("coalesce(x.user_id, {}, n.user_key)").format(session_user),
-        ),
-    }
+def _queries(schema: str) -> dict[str, user_keys.KeyedTable]:
+    """Per table: relation, join and user-key expression of the spill query."""
+    auth = user_keys.KeyedTable(sql.SQL("auth.users"), sql.SQL(""), sql.SQL("x.id"))
+    return {"auth_users": auth, **{t: user_keys.keyed(schema, t) for t in LEGACY_TABLE_NAMES}}
 
 
 def _pages(conn: psycopg.Connection, relation: sql.Composable) -> int:
@@ -225,15 +198,19 @@ def spill(
     index = BatchIndex(batches)
     with db.connect(source_url, autocommit=True) as conn:
         extract.use_snapshot(conn, snapshot)
-        null_keys = {str(i): str(k) for i, k in conn.execute(_null_session_keys(schema)).fetchall()}
-        queries = _queries(schema, null_keys)
-        _check_disk(conn, [relation for relation, _, _ in queries.values()], folder)
+        queries = _queries(schema)
+        _check_disk(conn, [k.relation for k in queries.values()], folder)
         jobs = [
             (table, chunk, query)
-            for table, (relation, join, key) in queries.items()
+            for table, k in queries.items()
             for chunk, query in enumerate(
                 _chunk_queries(
-                    table, relation, join, key, _pages(conn, relation), row_digests=row_digests
+                    table,
+                    k.relation,
+                    k.join,
+                    k.key,
+                    _pages(conn, k.relation),
+                    row_digests=row_digests,
                 )
             )
         ]
@@ -354,6 +331,7 @@ def read_batch(folder: Path, batch: BatchRange, *, digests: bool = True) -> Spil
     data = LegacyBatch(
         auth_users=auth.select(list(frames.AUTH_USERS)),
         **{t: parts[t].select(list(_schema_of(t))) for t in LEGACY_TABLE_NAMES},
+        keys=key_map(parts, KEY),
     )
     computed = batch_digests(parts) if digests and not batch.orphans else ()
     return SpilledBatch(data, computed)

@@ -41,6 +41,12 @@ QUARANTINE_GROUPS: Mapping[str, pl.DataType | type[pl.DataType]] = {
 }
 """The run's ``migration.quarantine`` rows grouped by (source_table, reason)."""
 
+REJECTED_GROUPS: Mapping[str, pl.DataType | type[pl.DataType]] = {
+    "constraint": pl.String,  # the constraint the server named, else its message
+    "rows": pl.Int64,
+}
+"""Rows the target database rejected (quarantined ``database_rejected``), per constraint."""
+
 REPAIR_GROUPS: Mapping[str, pl.DataType | type[pl.DataType]] = {
     "source_table": pl.String,
     "kind": pl.String,
@@ -98,6 +104,7 @@ class RunFacts:
     links: pl.DataFrame = field(default_factory=lambda: _empty(LINK_GROUPS))
     quarantine: pl.DataFrame = field(default_factory=lambda: _empty(QUARANTINE_GROUPS))
     repairs: pl.DataFrame = field(default_factory=lambda: _empty(REPAIR_GROUPS))
+    rejected: pl.DataFrame = field(default_factory=lambda: _empty(REJECTED_GROUPS))
 
 
 @dataclass(frozen=True)
@@ -118,13 +125,22 @@ def _succeeded(batches: Sequence[BatchRow]) -> list[BatchRow]:
 
 
 def table_accounting(batches: Sequence[BatchRow]) -> dict[str, dict[str, int]]:
-    """Per source table: source, migrated, merged, quarantined, over the succeeded batches."""
+    """Per source table: ``source`` as the plan counted it in the run's snapshot, over every
+    batch (a batch that failed leaves its rows unaccounted for, so the identity does not hold);
+    migrated, merged and quarantined over the succeeded batches. Batches recorded before plans
+    counted rows take their source from what they read."""
     tables = {name: dict.fromkeys(ACCOUNTING_KEYS, 0) for name in SOURCE_TABLES}
-    for batch in _succeeded(batches):
-        for name, counts in batch.counts.get("tables", {}).items():
+    for batch in batches:
+        planned = batch.counts.get("planned")
+        done = batch.status == "succeeded"
+        if planned:
+            for name, n in planned.items():
+                tables.setdefault(name, dict.fromkeys(ACCOUNTING_KEYS, 0))["source"] += int(n)
+        for name, counts in (batch.counts.get("tables", {}) if done else {}).items():
             row = tables.setdefault(name, dict.fromkeys(ACCOUNTING_KEYS, 0))
             for key in ACCOUNTING_KEYS:
-                row[key] += int(counts.get(key, 0))
+                if key != "source" or not planned:
+                    row[key] += int(counts.get(key, 0))
     return tables
 
 
@@ -221,6 +237,15 @@ def quarantine_report(groups: pl.DataFrame) -> dict[str, Any]:
         "total": int(groups["rows"].sum()) if groups.height else 0,
         "by_reason": {str(r): int(n) for r, n in by_reason.rows()},
         "by_table": detail.to_dicts(),
+    }
+
+
+def rejected_report(groups: pl.DataFrame) -> dict[str, Any]:
+    """Rows the target database rejected: how many, and how many per constraint."""
+    ordered = groups.sort(["rows", "constraint"], descending=[True, False])
+    return {
+        "rows": int(groups["rows"].sum()) if groups.height else 0,
+        "by_constraint": {str(c): int(n) for c, n in ordered.rows()},
     }
 
 
@@ -338,6 +363,12 @@ def verdict(report: Mapping[str, Any]) -> Verdict:
         ]
         if differ:
             reasons.append("target row counts differ: " + "; ".join(differ))
+    rejected = report.get("rejected", {}).get("rows", 0)
+    if rejected:
+        per = ", ".join(
+            f"{c}: {n}" for c, n in list(report["rejected"]["by_constraint"].items())[:3]
+        )
+        reasons.append(f"the target database rejected {rejected} rows ({per})")
     if reasons:
         headline = "Failed: " + reasons[0]
         if unfinished:
@@ -417,6 +448,7 @@ def run_report(
         "targets": targets,
         "quarantine": quarantine_report(facts.quarantine),
         "repairs": repairs_report(facts.repairs),
+        "rejected": rejected_report(facts.rejected),
         "stages": timings,
         "retry_command": None if len(done) == len(batches) else retry_command(run_id),
         "files": list(REPORT_FILES),

@@ -1,29 +1,26 @@
-"""Independent verification of a migration: pure comparison of what the target must hold (computed
-from the source by ``flows.verify`` with its own SQL) with what it holds.
+"""Independent verification of a migration: pure comparison of what the target must hold
+(derived from the source by ``flows.verify`` with its own SQL and rules) with what it holds.
 
-Three levels. Per bucket of users, a count and a digest of the users' signatures (``BUCKETS``)
-name the buckets that may differ (:func:`buckets_to_drill`); a bucket that matches holds no
-difference, its users are only counted (:func:`users_in_matching_buckets`). Per user of the
-other buckets, cheap summaries (counts and exact digests, ``EXPECTED_USERS`` / ``ACTUAL_USERS``)
-name the users whose tagged models, sessions or configuration ids may differ
-(:func:`users_to_detail`); only their rows (``MODEL_ROWS``, ``ID_ROWS``) are then read and
-compared field by field, floats within ``schemas.tolerances.FLOAT_RTOL`` (:func:`compare`).
-Nothing here imports ``transforms``: a bug there cannot hide itself.
+The check is split into *parts*, one per target table plus the ledger's quarantine decisions
+(:data:`PARTS`). For each part both sides give rows of the same canonical columns: the
+expected side from the legacy rows, the actual side from the target (or, for ``quarantine``,
+from the ledger's current decisions). Three levels, so that a clean target ships almost nothing:
 
-Every difference is one row of ``DIFFERENCES``: the user (null for rows that name none), the
-check that failed and what was expected and found, as text. Checks:
+1. per bucket of users, a count and a digest (a sum of row hashes) per part (``BUCKETS``):
+   :func:`buckets_to_drill` names the buckets that differ;
+2. per user of those buckets, a count and a digest per part (``USERS``): :func:`users_to_detail`
+   names the users that differ;
+3. the rows of those users, compared column by column (:func:`compare`): floats within
+   ``schemas.tolerances.FLOAT_RTOL``, names under the renaming rule, everything else exactly.
 
-- ``user.unexpected``: the target holds rows of a user with no legacy row at all;
-- ``user_profiles.row``: a user with migrated data has no target ``user_profiles`` row;
-- ``tagged_models.ids`` / ``sessions.ids``: the id sets differ (missing or unexpected ids);
-- ``tagged_models.payload``: a model's fields differ;
-- ``circuits.count``: the number of configurations differs from the number of distinct circuits
-  (or one recovered configuration for a user with tagged models and no circuit);
-- ``circuits.ids``: the configuration ids differ from those the circuits map to (their own id,
-  or the one ``migration.id_map`` names), a recovered one allowed as above;
-- ``tagged_models.circuit_config_id``: a model points at no configuration of its user, or not at
-  the one its ledger link (``migration.links``) names;
-- ``unowned.rows`` (user null): a legacy row with no user that the ledger did not quarantine.
+Nothing here imports ``transforms``: a bug there cannot hide itself. Every difference is one row
+of ``DIFFERENCES``: the user (``''`` for rows of no user), the check, what was expected and what
+was found. Checks: ``<part>.ids`` (rows missing or unexpected), ``<part>.<column>`` (a value
+differs), ``decision.valid_quarantined`` (the ledger quarantined, or the database rejected, a
+row verify finds valid), ``decision.invalid_migrated`` (a row verify finds invalid that the
+ledger did not quarantine), ``decision.reason`` (both quarantined it, for other reasons),
+``tagged_models.circuit_config_id`` (a model's configuration is not its user's, or not the one
+its ledger link names) and ``tagged_models.merged`` (a merged duplicate's survivor is wrong).
 """
 
 from __future__ import annotations
@@ -37,98 +34,115 @@ from schemas.tolerances import FLOAT_RTOL
 
 Schema = Mapping[str, pl.DataType | type[pl.DataType]]
 
-BUCKETS: Schema = {
-    "part": pl.String,  # what the signatures cover: "rows", "circuits" or "configurations"
-    "bucket": pl.String,  # the leading hex digits of the user keys
-    "users": pl.Int64,  # user keys seen in the part ("rows", expected side: every user key)
-    "signatures": pl.Int64,  # users with a signature (rows in the target, or due there)
-    "digest": pl.String,  # order-independent digest of those signatures (null: none)
-}
-"""Per part and bucket of users: a user's signature is its key, counts and digests (the
-expected side's says what the target must hold, a recovered configuration never matching), so
-equal digests in every part mean every user of the bucket passes every per-user check."""
+F, S, N, B = pl.Float64, pl.String, pl.Int64, pl.Boolean
+_CIRCUIT: Schema = {"Rsh": F, "Ra": F, "Ca": F, "Rb": F, "Cb": F, "fr_lo": F, "fr_hi": F}
 
-EXPECTED_USERS: Schema = {
-    "user_id": pl.String,
-    "legacy_rows": pl.Int64,  # legacy rows with this user key, quarantined or not
-    "kept_rows": pl.Int64,  # rows and saved_profiles elements the ledger did not quarantine
-    "profile_quarantined": pl.Boolean,  # the ledger quarantined the user's profile (auth_users)
-    "tagged_models": pl.Int64,
-    "tagged_models_digest": pl.String,
-    "sessions": pl.Int64,
-    "sessions_digest": pl.String,
-    "circuits": pl.Int64,  # distinct circuits (recovered configuration not included)
-    "circuits_digest": pl.String,  # digest of the configuration ids the circuits map to
+PARTS: Mapping[str, Schema] = {
+    "tagged_models": {
+        "id": S,
+        "user_id": S,
+        "session_id": S,
+        "model_id": S,
+        "tag_name": S,
+        "tag_category": S,
+        "resnorm_value": F,
+        "tagged_at": N,  # microseconds since the epoch (UTC)
+        "notes": S,
+        "is_interesting": B,
+        "parameter_keys": S,  # the keys of circuit_parameters, sorted, comma-separated
+        **_CIRCUIT,
+    },
+    "user_sessions": {
+        "id": S,
+        "user_id": S,
+        "session_name": S,
+        "description": S,
+        "environment_variables": S,  # jsonb text
+        "visualization_settings": S,
+        "performance_settings": S,
+        "is_active": B,
+        "last_accessed": N,
+        "created_at": N,
+        "updated_at": N,
+        "current_circuit_config_id": S,
+    },
+    "circuit_configurations": {
+        "id": S,
+        "user_id": S,
+        "name": S,
+        "description": S,
+        "is_public": B,
+        "parameter_keys": S,
+        **_CIRCUIT,
+        "grid_size": N,
+        "min_freq": F,
+        "max_freq": F,
+        "num_points": N,
+        "is_computed": B,
+        "computation_time": F,
+        "total_points": N,
+        "valid_points": N,
+        "computation_results": S,
+        "ui_settings": S,
+        "created_at": N,
+        "updated_at": N,
+    },
+    "user_profiles": {
+        "id": S,
+        "user_id": S,
+        "username": S,
+        "full_name": S,
+        "avatar_url": S,
+        "default_grid_size": N,
+        "default_min_freq": F,
+        "default_max_freq": F,
+        "default_num_points": N,
+        "created_at": N,
+        "updated_at": N,
+    },
+    # The ledger's current decisions: a quarantined legacy row, id "<source_table>:<source_id>".
+    "quarantine": {"id": S, "user_id": S, "reason": S},
 }
+"""The canonical columns of each part, the same on both sides (``id`` and ``user_id`` first)."""
 
-ACTUAL_USERS: Schema = {
-    "user_id": pl.String,
-    "tagged_models": pl.Int64,
-    "tagged_models_digest": pl.String,
-    "sessions": pl.Int64,
-    "sessions_digest": pl.String,
-    "circuits": pl.Int64,
-    "circuits_digest": pl.String,
-    "profiles": pl.Int64,
-}
+RENAMED = {"user_sessions": "session_name", "circuit_configurations": "name"}
+"""Columns that may legitimately differ from the expectation when a duplicate had to be renamed:
+the target value is the expected one, or it followed by `` (...)``."""
 
-MODEL_FLOATS = ("resnorm_value", "Rsh", "Ra", "Ca", "Rb", "Cb")
-MODEL_EXACT = (
-    "session_id",
-    "model_id",
-    "tag_name",
-    "tag_category",
-    "tagged_at",
-    "notes",
-    "is_interesting",
-)
-MODEL_ROWS: Schema = {
-    "id": pl.String,
-    "user_id": pl.String,
-    "session_id": pl.String,
-    "model_id": pl.String,
-    "tag_name": pl.String,
-    "tag_category": pl.String,
-    "resnorm_value": pl.Float64,
-    "tagged_at": pl.Int64,  # microseconds since the epoch (UTC)
-    "notes": pl.String,
-    "is_interesting": pl.Boolean,
-    "Rsh": pl.Float64,
-    "Ra": pl.Float64,
-    "Ca": pl.Float64,
-    "Rb": pl.Float64,
-    "Cb": pl.Float64,
-}
+TIMES = {"tagged_at", "last_accessed", "created_at", "updated_at"}
 
-ID_ROWS: Schema = {"id": pl.String, "user_id": pl.String}
-"""Sessions, or configurations: ids per user."""
+BUCKETS: Schema = {"part": S, "bucket": S, "rows": N, "digest": S}
+"""Per part and bucket of users: rows and the digest of their hashes (null: no rows)."""
+
+USERS: Schema = {"part": S, "user_id": S, "rows": N, "digest": S}
+"""Per part and user: rows and the digest of their hashes."""
 
 LINK_ROWS: Schema = {
-    "user_id": pl.String,
-    "tagged_model_id": pl.String,
-    "circuit_config_id": pl.String,
-    "config_user_id": pl.String,  # owner of the configuration pointed at (null: none)
-    "ledger_config_id": pl.String,  # migration.links.circuit_config_id (null: no link row)
+    "user_id": S,
+    "tagged_model_id": S,
+    "circuit_config_id": S,
+    "config_user_id": S,  # owner of the configuration pointed at (null: none)
+    "ledger_config_id": S,  # migration.links.circuit_config_id (null: no link row)
 }
 
-UNOWNED_ROWS: Schema = {"source_table": pl.String, "source_id": pl.String}
-
-DIFFERENCES: Schema = {
-    "user_id": pl.String,
-    "check": pl.String,
-    "expected": pl.String,
-    "actual": pl.String,
+MERGE_ROWS: Schema = {
+    "user_id": S,
+    "tagged_model_id": S,  # the merged duplicate
+    "target_id": S,  # the model it merged into (migration.id_map)
+    "problem": S,  # what is wrong, for a reader
 }
+
+DIFFERENCES: Schema = {"user_id": S, "check": S, "expected": S, "actual": S}
 
 MAX_LISTED = 10
-"""Ids or models listed per difference; the rest are counted ("... and 12 more")."""
+"""Ids or values listed per difference; the rest are counted ("... and 12 more")."""
 
 
 @dataclass(frozen=True, eq=False)
 class Verification:
     """The outcome of a verification: ``ok`` when ``differences`` (``DIFFERENCES``) is empty;
-    ``users_checked`` counts the user keys seen on either side (ids that name no auth user
-    included); ``run_id`` is the ledger run the target was checked against."""
+    ``users_checked`` counts the user keys seen on either side; ``run_id`` is the latest run in
+    the target's ledger (for reference: verify does not depend on it)."""
 
     ok: bool
     users_checked: int
@@ -136,15 +150,12 @@ class Verification:
     run_id: str | None = None
 
 
-def _frame(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
-    missing = [c for c in schema if c not in frame.columns]
+def frame(data: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+    """``data`` with exactly the columns of ``schema``, cast to its dtypes."""
+    missing = [c for c in schema if c not in data.columns]
     if missing:
         raise ValueError(f"frame lacks columns {missing}")
-    return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
-
-
-def _empty_differences() -> pl.DataFrame:
-    return pl.DataFrame(schema=dict(DIFFERENCES))
+    return data.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
 def _listing(items: pl.Expr) -> pl.Expr:
@@ -154,90 +165,35 @@ def _listing(items: pl.Expr) -> pl.Expr:
     return pl.when(rest > 0).then(pl.format("{} ... and {} more", shown, rest)).otherwise(shown)
 
 
-def buckets_to_drill(expected: pl.DataFrame, actual: pl.DataFrame) -> list[str]:
-    """Buckets whose signature counts or digests differ between the sides in some part (a
-    bucket absent from one side has no signatures there): only their users need summaries."""
-    key = ["part", "bucket"]
-    e = _frame(expected, BUCKETS).select(*key, "signatures", "digest")
-    a = _frame(actual, BUCKETS).select(*key, "signatures", "digest")
+def _differ(e: pl.DataFrame, a: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     both = e.join(a, on=key, how="full", coalesce=True, suffix="__a")
-    differ = pl.col("signatures").fill_null(0).ne(pl.col("signatures__a").fill_null(0)) | pl.col(
+    changed = pl.col("rows").fill_null(0).ne(pl.col("rows__a").fill_null(0)) | pl.col(
         "digest"
     ).ne_missing(pl.col("digest__a"))
-    return sorted(set(both.filter(differ)["bucket"]))
+    return both.filter(changed)
 
 
-def users_in_matching_buckets(expected: pl.DataFrame, drilled: Sequence[str]) -> int:
-    """User keys of the expected "rows" buckets not in ``drilled``: a matching bucket's target
-    users are among them, so this counts its users seen on either side."""
-    e = _frame(expected, BUCKETS).filter(pl.col("part") == "rows")
-    return int(e.filter(~pl.col("bucket").is_in(list(drilled)))["users"].sum())
+def buckets_to_drill(expected: pl.DataFrame, actual: pl.DataFrame) -> list[str]:
+    """Buckets whose row count or digest differs between the sides in some part."""
+    e, a = frame(expected, BUCKETS), frame(actual, BUCKETS)
+    return sorted(set(_differ(e, a, ["part", "bucket"])["bucket"]))
 
 
-DETAILED = ("tagged_models", "sessions", "circuits")
-"""The per-user sets read row by row when their summaries' digests differ."""
+def users_to_detail(expected: pl.DataFrame, actual: pl.DataFrame) -> dict[str, list[str]]:
+    """Per part, the users whose row count or digest differs: only their rows need reading."""
+    e, a = frame(expected, USERS), frame(actual, USERS)
+    differing = _differ(e, a, ["part", "user_id"])
+    return {
+        part: sorted(differing.filter(pl.col("part") == part)["user_id"].to_list())
+        for part in PARTS
+    }
 
 
-def users_to_detail(expected: pl.DataFrame, actual: pl.DataFrame, table: str) -> list[str]:
-    """Users whose ``<table>_digest`` (``table`` one of ``DETAILED``) differs between the
-    summaries (a user absent from one side has a null digest there): only their rows need
-    reading."""
-    digest = f"{table}_digest"
-    e = _frame(expected, EXPECTED_USERS).select("user_id", digest).drop_nulls("user_id")
-    a = _frame(actual, ACTUAL_USERS).select("user_id", digest)
-    both = e.join(a, on="user_id", how="full", coalesce=True, suffix="__a")
-    return sorted(both.filter(pl.col(digest).ne_missing(pl.col(f"{digest}__a")))["user_id"])
-
-
-def _id_differences(
-    expected: pl.DataFrame,
-    actual: pl.DataFrame,
-    check: str,
-    may_add_one: pl.Series | None = None,
-) -> pl.DataFrame:
-    """Per user, the ids expected but absent and present but not expected. Users in
-    ``may_add_one`` may have one unexpected id when none is expected (a recovered row)."""
-    e = expected.select("user_id", "id").drop_nulls("user_id").unique()
-    a = actual.select("user_id", "id").unique()
-    missing = e.join(a, on=["user_id", "id"], how="anti")
-    extra = a.join(e, on=["user_id", "id"], how="anti")
-    counts = (
-        e.group_by("user_id")
-        .len("n_expected")
-        .join(a.group_by("user_id").len("n_actual"), on="user_id", how="full", coalesce=True)
-    )
-    per_user = (
-        counts.join(
-            missing.group_by("user_id").agg(pl.col("id").alias("missing")), on="user_id", how="left"
-        )
-        .join(extra.group_by("user_id").agg(pl.col("id").alias("extra")), on="user_id", how="left")
-        .filter(pl.col("missing").is_not_null() | pl.col("extra").is_not_null())
-    )
-    if may_add_one is not None:
-        allowed = (
-            pl.col("user_id").is_in(may_add_one.implode())
-            & pl.col("n_expected").fill_null(0).eq(0)
-            & (pl.col("extra").list.len() == 1)
-        )
-        per_user = per_user.filter(~allowed)
-    return per_user.sort("user_id").select(
-        "user_id",
-        pl.lit(check).alias("check"),
-        pl.format("{} ids", pl.col("n_expected").fill_null(0))
-        .add(
-            pl.when(pl.col("missing").is_not_null())
-            .then(pl.lit("; not in target: ") + _listing(pl.col("missing")))
-            .otherwise(pl.lit(""))
-        )
-        .alias("expected"),
-        pl.format("{} ids", pl.col("n_actual").fill_null(0))
-        .add(
-            pl.when(pl.col("extra").is_not_null())
-            .then(pl.lit("; not expected: ") + _listing(pl.col("extra")))
-            .otherwise(pl.lit(""))
-        )
-        .alias("actual"),
-    )
+def users_checked(expected: pl.DataFrame, actual: pl.DataFrame) -> int:
+    """Distinct users (rows of no user not counted) of the buckets on either side: the
+    ``rows`` of :data:`USERS`-like frames with a user per row."""
+    ids = pl.concat([expected.select("user_id"), actual.select("user_id")])
+    return ids.filter(pl.col("user_id") != "").n_unique()
 
 
 def floats_equal(a: pl.Expr, b: pl.Expr, rtol: float = FLOAT_RTOL) -> pl.Expr:
@@ -251,114 +207,116 @@ def floats_equal(a: pl.Expr, b: pl.Expr, rtol: float = FLOAT_RTOL) -> pl.Expr:
     )
 
 
-def _shown(name: str, column: str) -> pl.Expr:
-    """Field ``name`` (of ``MODEL_ROWS``) in ``column`` as text for a reader."""
-    value = pl.col(column)
-    if name == "tagged_at":
+def _same(part: str, column: str, dtype: object) -> pl.Expr:
+    e, a = pl.col(column), pl.col(f"{column}__a")
+    if dtype == F:
+        return floats_equal(e, a)
+    if RENAMED.get(part) == column:
+        return e.eq_missing(a) | a.str.starts_with(e + " (").fill_null(False)
+    return e.eq_missing(a)
+
+
+def _shown(column: str, dtype: object, name: str) -> pl.Expr:
+    value = pl.col(name)
+    if column in TIMES:
         text = pl.from_epoch(value, "us").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")
-    elif MODEL_ROWS[name] == pl.String:
-        text = pl.lit("'") + value + pl.lit("'")
+    elif dtype == S:
+        text = pl.lit("'") + value.str.head(80) + pl.lit("'")
     else:
         text = value.cast(pl.String)
     return text.fill_null("null")
 
 
-def _payload_differences(expected: pl.DataFrame, actual: pl.DataFrame, rtol: float) -> pl.DataFrame:
-    joined = expected.drop_nulls("user_id").join(
-        actual, on=["user_id", "id"], how="inner", suffix="__a"
+def _id_differences(part: str, e: pl.DataFrame, a: pl.DataFrame) -> pl.DataFrame:
+    missing = e.join(a, on=["user_id", "id"], how="anti")
+    extra = a.join(e, on=["user_id", "id"], how="anti")
+    counts = (
+        e.group_by("user_id")
+        .len("n_e")
+        .join(a.group_by("user_id").len("n_a"), on="user_id", how="full", coalesce=True)
     )
-    diffs: list[tuple[str, pl.Expr]] = []
-    for name in MODEL_EXACT:
-        diffs.append((name, pl.col(name).ne_missing(pl.col(f"{name}__a"))))
-    for name in MODEL_FLOATS:
-        diffs.append((name, ~floats_equal(pl.col(name), pl.col(f"{name}__a"), rtol)))
-    flags = joined.with_columns([d.alias(f"__d_{n}") for n, d in diffs])
-    flags = flags.filter(pl.any_horizontal([f"__d_{n}" for n, _ in diffs]))
-    if flags.height == 0:
-        return _empty_differences()
-
-    def side(suffix: str) -> pl.Expr:
-        parts = [
-            pl.when(pl.col(f"__d_{name}")).then(
-                pl.lit(f"{name}=") + _shown(name, f"{name}{suffix}")
-            )
-            for name, _ in diffs
-        ]
-        return pl.col("id") + pl.lit(" ") + pl.concat_str(parts, separator=", ", ignore_nulls=True)
-
-    items = flags.select("user_id", "id", side("").alias("e"), side("__a").alias("a"))
-    per_user = items.sort("id").group_by("user_id", maintain_order=True).agg("e", "a")
-
-    def listed(column: str) -> pl.Expr:
-        shown = pl.col(column).list.head(MAX_LISTED).list.join("; ")
-        rest = pl.col(column).list.len().cast(pl.Int64) - MAX_LISTED
-        return pl.when(rest > 0).then(pl.format("{} ... and {} more", shown, rest)).otherwise(shown)
-
+    per_user = (
+        counts.join(
+            missing.group_by("user_id").agg(pl.col("id").alias("missing")), on="user_id", how="left"
+        )
+        .join(extra.group_by("user_id").agg(pl.col("id").alias("extra")), on="user_id", how="left")
+        .filter(pl.col("missing").is_not_null() | pl.col("extra").is_not_null())
+    )
     return per_user.sort("user_id").select(
         "user_id",
-        pl.lit("tagged_models.payload").alias("check"),
-        listed("e").alias("expected"),
-        listed("a").alias("actual"),
-    )
-
-
-def _summary_differences(expected: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
-    e = expected.drop_nulls("user_id")
-    both = e.join(actual, on="user_id", how="full", coalesce=True, suffix="__a")
-    zero = {
-        c: pl.col(c).fill_null(0)
-        for c in ("legacy_rows", "kept_rows", "tagged_models", "circuits", "profiles")
-    }
-    both = both.with_columns(
-        *[v.alias(c) for c, v in zero.items()],
-        pl.col("tagged_models__a").fill_null(0),
-        pl.col("sessions__a").fill_null(0),
-        pl.col("circuits__a").fill_null(0),
-        pl.col("profile_quarantined").fill_null(False),
-        pl.col("tagged_models__a").is_not_null().alias("__in_target"),
-    )
-    in_target = pl.col("__in_target")
-    unexpected = both.filter(in_target & (pl.col("legacy_rows") == 0)).select(
-        "user_id",
-        pl.lit("user.unexpected").alias("check"),
-        pl.lit("no rows (the user has no legacy data)").alias("expected"),
-        pl.format(
-            "{} tagged_models, {} sessions, {} circuit_configurations, {} user_profiles",
-            "tagged_models__a",
-            "sessions__a",
-            "circuits__a",
-            "profiles",
-        ).alias("actual"),
-    )
-    profile = both.filter(
-        (pl.col("kept_rows") > 0) & ~pl.col("profile_quarantined") & (pl.col("profiles") == 0)
-    ).select(
-        "user_id",
-        pl.lit("user_profiles.row").alias("check"),
-        pl.lit("1 row").alias("expected"),
-        pl.lit("0 rows").alias("actual"),
-    )
-    # A user with tagged models but no circuit gets one recovered configuration.
-    expected_circuits = (
-        pl.when((pl.col("circuits") == 0) & (pl.col("tagged_models") > 0))
-        .then(pl.lit(1, dtype=pl.Int64))
-        .otherwise(pl.col("circuits"))
-    )
-    circuits = (
-        both.filter(pl.col("legacy_rows") > 0)
-        .with_columns(expected_circuits.alias("__exp"))
-        .filter(pl.col("__exp") != pl.col("circuits__a"))
-        .select(
-            "user_id",
-            pl.lit("circuits.count").alias("check"),
-            pl.when((pl.col("circuits") == 0) & (pl.col("__exp") == 1))
-            .then(pl.lit("1 (recovered: tagged models, no circuit)"))
-            .otherwise(pl.col("__exp").cast(pl.String))
-            .alias("expected"),
-            pl.col("circuits__a").cast(pl.String).alias("actual"),
+        pl.lit(f"{part}.ids").alias("check"),
+        pl.format("{} rows", pl.col("n_e").fill_null(0))
+        .add(
+            pl.when(pl.col("missing").is_not_null())
+            .then(pl.lit("; not in target: ") + _listing(pl.col("missing")))
+            .otherwise(pl.lit(""))
         )
+        .alias("expected"),
+        pl.format("{} rows", pl.col("n_a").fill_null(0))
+        .add(
+            pl.when(pl.col("extra").is_not_null())
+            .then(pl.lit("; not expected: ") + _listing(pl.col("extra")))
+            .otherwise(pl.lit(""))
+        )
+        .alias("actual"),
     )
-    return pl.concat([unexpected, profile, circuits])
+
+
+def _value_differences(part: str, e: pl.DataFrame, a: pl.DataFrame) -> pl.DataFrame:
+    """One difference per user and column: the rows (ids) whose value differs, both values."""
+    joined = e.join(a, on=["user_id", "id"], how="inner", suffix="__a")
+    out = []
+    for column, dtype in PARTS[part].items():
+        if column in ("id", "user_id"):
+            continue
+        bad = joined.filter(~_same(part, column, dtype))
+        if bad.height == 0:
+            continue
+        items = bad.sort("id").select(
+            "user_id",
+            (pl.col("id") + pl.lit(" ") + _shown(column, dtype, column)).alias("e"),
+            (pl.col("id") + pl.lit(" ") + _shown(column, dtype, f"{column}__a")).alias("a"),
+        )
+        per_user = items.group_by("user_id", maintain_order=True).agg("e", "a")
+        out.append(
+            per_user.select(
+                "user_id",
+                pl.lit(f"{part}.{column}").alias("check"),
+                _joined("e").alias("expected"),
+                _joined("a").alias("actual"),
+            )
+        )
+    return pl.concat(out) if out else _empty()
+
+
+def _joined(column: str) -> pl.Expr:
+    shown = pl.col(column).list.head(MAX_LISTED).list.join("; ")
+    rest = pl.col(column).list.len().cast(pl.Int64) - MAX_LISTED
+    return pl.when(rest > 0).then(pl.format("{} ... and {} more", shown, rest)).otherwise(shown)
+
+
+def _decision_differences(e: pl.DataFrame, a: pl.DataFrame) -> pl.DataFrame:
+    """The ledger's decisions against verify's: valid rows quarantined (every row the database
+    rejected is one), invalid rows not quarantined, and other reasons."""
+    both = e.join(a, on=["user_id", "id"], how="full", coalesce=True, suffix="__a")
+    kinds = (
+        pl.when(pl.col("reason").is_null())
+        .then(pl.lit("decision.valid_quarantined"))
+        .when(pl.col("reason__a").is_null())
+        .then(pl.lit("decision.invalid_migrated"))
+        .otherwise(pl.lit("decision.reason"))
+    )
+    items = both.filter(pl.col("reason").ne_missing(pl.col("reason__a"))).sort("id")
+    items = items.select(
+        "user_id",
+        kinds.alias("check"),
+        (pl.col("id") + pl.lit(" ") + pl.col("reason").fill_null("valid")).alias("e"),
+        (pl.col("id") + pl.lit(" ") + pl.col("reason__a").fill_null("not quarantined")).alias("a"),
+    )
+    per_user = items.group_by("user_id", "check", maintain_order=True).agg("e", "a")
+    return per_user.select(
+        "user_id", "check", _joined("e").alias("expected"), _joined("a").alias("actual")
+    )
 
 
 def _link_differences(links: pl.DataFrame) -> pl.DataFrame:
@@ -387,105 +345,60 @@ def _link_differences(links: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _unowned_differences(unowned: pl.DataFrame) -> pl.DataFrame:
-    if unowned.height == 0:
-        return _empty_differences()
-    per_table = (
-        unowned.group_by("source_table").agg(pl.col("source_id").alias("ids")).sort("source_table")
-    )
-    return per_table.select(
-        pl.lit(None, dtype=pl.String).alias("user_id"),
-        pl.lit("unowned.rows").alias("check"),
-        pl.format("{} rows quarantined (no user)", pl.col("source_table")).alias("expected"),
-        pl.format(
-            "{} {} rows not in the quarantine: {}",
-            pl.col("ids").list.len(),
-            pl.col("source_table"),
-            _listing(pl.col("ids")),
-        ).alias("actual"),
+def _merge_differences(merges: pl.DataFrame) -> pl.DataFrame:
+    return merges.select(
+        "user_id",
+        pl.lit("tagged_models.merged").alias("check"),
+        pl.format("{} merged into {}", "tagged_model_id", "target_id").alias("expected"),
+        pl.col("problem").alias("actual"),
     )
 
 
-CHECK_ORDER = (
-    "unowned.rows",
-    "user.unexpected",
-    "user_profiles.row",
-    "circuits.count",
-    "circuits.ids",
-    "sessions.ids",
-    "tagged_models.ids",
-    "tagged_models.payload",
-    "tagged_models.circuit_config_id",
-)
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema=dict(DIFFERENCES))
 
 
 @dataclass(frozen=True)
-class Side:
-    """One side of the comparison: per-user summaries and the rows of the users to compare in
-    detail (all users, or those :func:`users_to_detail` names; a user with no rows on either
-    side is taken to match)."""
+class Rows:
+    """One side's rows per part (``PARTS``), for the users compared in detail."""
 
-    users: pl.DataFrame  # EXPECTED_USERS (expected side) or ACTUAL_USERS (target side)
-    tagged_models: pl.DataFrame  # MODEL_ROWS
-    sessions: pl.DataFrame  # ID_ROWS
-    circuits: pl.DataFrame  # ID_ROWS: configuration ids (expected: those the circuits map to)
+    parts: Mapping[str, pl.DataFrame]
 
 
 def compare(
-    expected: Side,
-    actual: Side,
+    expected: Rows,
+    actual: Rows,
+    detailed: Mapping[str, Sequence[str]],
     links: pl.DataFrame,
-    unowned: pl.DataFrame,
-    *,
-    rtol: float = FLOAT_RTOL,
+    merges: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Every difference (``DIFFERENCES``), sorted by user then check. ``links``: target models
-    whose configuration is not their user's or not their ledger link's (``LINK_ROWS``);
-    ``unowned``: legacy rows with no user the ledger did not quarantine (``UNOWNED_ROWS``)."""
-    e_users = _frame(expected.users, EXPECTED_USERS)
-    a_users = _frame(actual.users, ACTUAL_USERS)
-    e_models = _frame(expected.tagged_models, MODEL_ROWS)
-    a_models = _frame(actual.tagged_models, MODEL_ROWS)
-    # a user with tagged models but no circuit gets one recovered configuration
-    recovering = e_users.filter((pl.col("circuits") == 0) & (pl.col("tagged_models") > 0))
-    parts = [
-        _unowned_differences(_frame(unowned, UNOWNED_ROWS)),
-        _summary_differences(e_users, a_users),
-        _id_differences(
-            _frame(expected.circuits, ID_ROWS),
-            _frame(actual.circuits, ID_ROWS),
-            "circuits.ids",
-            may_add_one=recovering["user_id"],
-        ),
-        _id_differences(
-            _frame(expected.sessions, ID_ROWS), _frame(actual.sessions, ID_ROWS), "sessions.ids"
-        ),
-        _id_differences(e_models, a_models, "tagged_models.ids"),
-        _payload_differences(e_models, a_models, rtol),
-        _link_differences(_frame(links, LINK_ROWS)),
+    """Every difference (``DIFFERENCES``), sorted by user then check, of the users
+    ``detailed`` names per part; ``links`` (``LINK_ROWS``): target models whose configuration
+    is not their user's or not their ledger link's; ``merges`` (``MERGE_ROWS``): merged
+    duplicates whose survivor is wrong."""
+    out = [
+        _link_differences(frame(links, LINK_ROWS)),
+        _merge_differences(frame(merges, MERGE_ROWS)),
     ]
-    out = pl.concat([_frame(p, DIFFERENCES) for p in parts])
-    order = pl.col("check").replace_strict(
-        list(CHECK_ORDER), list(range(len(CHECK_ORDER))), default=len(CHECK_ORDER)
-    )
-    return (
-        out.with_columns(order.alias("__order"))
-        .sort(["user_id", "__order", "expected"], nulls_last=False)
-        .drop("__order")
-    )
-
-
-def users_checked(expected_users: pl.DataFrame, actual_users: pl.DataFrame) -> int:
-    """Distinct user keys on either side (rows with no user key not counted)."""
-    ids = pl.concat([expected_users.select("user_id"), actual_users.select("user_id")]).drop_nulls()
-    return ids.n_unique()
+    for part, schema in PARTS.items():
+        users = list(detailed.get(part, ()))
+        if not users:
+            continue
+        e = frame(expected.parts[part], schema).filter(pl.col("user_id").is_in(users))
+        a = frame(actual.parts[part], schema).filter(pl.col("user_id").is_in(users))
+        if part == "quarantine":
+            out.append(_decision_differences(e, a))
+            continue
+        out += [_id_differences(part, e, a), _value_differences(part, e, a)]
+    diffs = pl.concat([frame(d, DIFFERENCES) for d in out])
+    return diffs.sort(["user_id", "check", "expected"], nulls_last=False)
 
 
 def verification(
     differences: pl.DataFrame, checked: int, run_id: str | None = None
 ) -> Verification:
     """The ``Verification`` of a differences frame."""
-    diffs = _frame(differences, DIFFERENCES)
+    diffs = frame(differences, DIFFERENCES)
     return Verification(
         ok=diffs.height == 0, users_checked=checked, differences=diffs, run_id=run_id
     )

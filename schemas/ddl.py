@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import AddConstraint, CreateIndex, CreateTable
 
 from schemas import tables as t
 
@@ -25,29 +25,55 @@ def quote_ident(name: str) -> str:
     return str(_PREPARER.quote(name))
 
 
+def _quote_literal(text: str) -> str:
+    """An SQL string literal (standard_conforming_strings, PostgreSQL's default)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _do(body: str) -> str:
+    """A ``do`` block running the PL/pgSQL ``body``, dollar-quoted with a tag ``body`` lacks."""
+    tag = "$cm$"
+    while tag in body:
+        tag = tag[:-1] + "_$"
+    return f"do {tag}\nbegin\n{body}\nend\n{tag};"
+
+
 _PLACEHOLDER = re.compile(r"__\[SCHEMA_([^\]]+)\]")
+
+
+def _render(element: sa.schema.ExecutableDDLElement, schema_map: dict[str, str]) -> str:
+    """One DDL statement, canonical schemas renamed by schema_map and quoted."""
+    full_map = {t.AUTH: t.AUTH, **schema_map}
+    text = str(
+        element.compile(
+            dialect=_DIALECT,
+            schema_translate_map=full_map,  # type: ignore[call-arg]
+            compile_kwargs={"render_schema_translate": True},
+        )
+    )
+    return _PLACEHOLDER.sub(lambda m: quote_ident(full_map[m.group(1)]), text).strip() + ";"
 
 
 def _create(tables: Iterable[sa.Table], schema_map: dict[str, str]) -> list[str]:
     """CREATE statements for tables and their indexes, canonical schemas renamed by schema_map."""
-    full_map = {t.AUTH: t.AUTH, **schema_map}
-
-    def render(ddl: sa.schema.ExecutableDDLElement) -> str:
-        text = str(
-            ddl.compile(
-                dialect=_DIALECT,
-                schema_translate_map=full_map,  # type: ignore[call-arg]
-                compile_kwargs={"render_schema_translate": True},
-            )
-        )
-        return _PLACEHOLDER.sub(lambda m: quote_ident(full_map[m.group(1)]), text).strip() + ";"
-
     statements: list[str] = []
     for table in tables:
-        statements.append(render(CreateTable(table, if_not_exists=True)))
+        statements.append(_render(CreateTable(table, if_not_exists=True), schema_map))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            statements.append(render(CreateIndex(index, if_not_exists=True)))
+            statements.append(_render(CreateIndex(index, if_not_exists=True), schema_map))
     return statements
+
+
+def column_shapes(table: sa.Table) -> dict[str, tuple[str, bool]]:
+    """Each column of ``table``: its type as PostgreSQL's ``format_type`` prints it, nullable."""
+    shapes: dict[str, tuple[str, bool]] = {}
+    for column in table.columns:
+        kind = column.type.compile(dialect=_DIALECT).lower()
+        shapes[column.name] = (
+            re.sub(r"^varchar\b", "character varying", kind),
+            bool(column.nullable),
+        )
+    return shapes
 
 
 AUTH_SHIM_SQL = """\
@@ -88,9 +114,9 @@ begin
   grant usage on schema auth to anon, authenticated, service_role;
   grant execute on function auth.uid() to anon, authenticated, service_role;
   grant usage on schema public to anon, authenticated, service_role;
-  -- Supabase's default privileges: row-level security, not grants, is what keeps rows apart.
+  -- Supabase's default privileges: ALL, TRUNCATE included, on every new table in public.
   alter default privileges in schema public
-    grant select, insert, update, delete on tables to anon, authenticated, service_role;
+    grant all on tables to anon, authenticated, service_role;
 end
 $shim$;
 """
@@ -108,12 +134,15 @@ def legacy_ddl(schema: str = "public") -> str:
 
 
 def _owner_check(table: str, schema: str) -> str:
-    """The extra WITH CHECK that keeps a row's circuit pointer inside its own user's circuits."""
+    """The extra WITH CHECK that keeps a row's pointers inside its own user's rows."""
     configs = f"{quote_ident(schema)}.circuit_configurations"
+    sessions = f"{quote_ident(schema)}.user_sessions"
     if table == "tagged_models":
         return (
             f" and exists (select 1 from {configs} c where c.id = circuit_config_id"
             " and c.user_id = (select auth.uid()))"
+            f" and (session_id is null or exists (select 1 from {sessions} s"
+            " where s.id = session_id and s.user_id = (select auth.uid())))"
         )
     if table == "user_sessions":
         return (
@@ -135,8 +164,10 @@ def _policies(table: sa.Table, schema: str) -> list[str]:
     }
     out = [
         f"alter table {qualified} enable row level security;",
-        f"grant select, insert, update, delete on table {qualified} to authenticated;",
-        f"grant all on table {qualified} to service_role;",
+        # Supabase's default privileges give ALL to anon and authenticated; TRUNCATE ignores RLS.
+        f"revoke all on table {qualified} from public, anon, authenticated, service_role;",
+        f"grant select, insert, update, delete on table {qualified}"
+        " to authenticated, service_role;",
     ]
     for action, body in policies.items():
         name = quote_ident(f"{table.name}_{action}_own")
@@ -145,13 +176,34 @@ def _policies(table: sa.Table, schema: str) -> list[str]:
     return out
 
 
+def _constraint_upgrades(schema: str) -> list[str]:
+    """Bring target tables of an earlier release to today's constraints (no-ops on new ones)."""
+    out: list[str] = []
+    for table, name in t.TARGET_DROPPED_CONSTRAINTS:
+        qualified = f"{quote_ident(schema)}.{quote_ident(table.name)}"
+        out.append(f"alter table {qualified} drop constraint if exists {quote_ident(name)};")
+    for table, name in t.TARGET_ADDED_CONSTRAINTS:
+        qualified = f"{quote_ident(schema)}.{quote_ident(table.name)}"
+        (constraint,) = [c for c in table.constraints if c.name == name]
+        add = _render(AddConstraint(constraint), {t.TARGET: schema})
+        out.append(
+            _do(
+                "  if not exists (select 1 from pg_constraint"
+                f" where conrelid = {_quote_literal(qualified)}::regclass"
+                f" and conname = {_quote_literal(name)}) then\n    {add}\n  end if;"
+            )
+        )
+    return out
+
+
 def target_ddl(schema: str = "public") -> str:
-    """The new target tables of DESIGN.md section 4 with their row-level security."""
+    """The new target tables of DESIGN.md section 4 with their row-level security and grants."""
     parts = [
         f"create schema if not exists {quote_ident(schema)};",
         f"grant usage on schema {quote_ident(schema)} to authenticated, service_role;",
     ]
     parts += _create(t.TARGET_TABLES, {t.TARGET: schema})
+    parts += _constraint_upgrades(schema)
     for table in t.TARGET_TABLES:
         parts += _policies(table, schema)
     return "\n\n".join(parts) + "\n"
@@ -159,16 +211,24 @@ def target_ddl(schema: str = "public") -> str:
 
 def ledger_ddl() -> str:
     """The ledger schema ``migration`` of DESIGN.md section 8 (RLS on, no policies: owner only)."""
-    parts = [f"create schema if not exists {t.LEDGER};"]
+    ledger = quote_ident(t.LEDGER)
+    parts = [f"create schema if not exists {ledger};"]
     parts += _create(t.LEDGER_TABLES, {t.LEDGER: t.LEDGER})
     parts += [
-        f"alter table {t.LEDGER}.{quote_ident(table.name)}"
+        f"alter table {ledger}.{quote_ident(table.name)}"
         f" add column if not exists {quote_ident(column)} {kind};"
         for table, column, kind in t.LEDGER_ADDED_COLUMNS
     ]
     parts += [
-        f"alter table {t.LEDGER}.{quote_ident(table.name)} enable row level security;"
+        f"alter table {ledger}.{quote_ident(table.name)} enable row level security;"
         for table in t.LEDGER_TABLES
+    ]
+    # Never reachable by the API roles; "all ... in schema" also covers tables created later.
+    parts += [
+        f"revoke all on schema {ledger} from public, anon, authenticated;",
+        f"revoke all on all tables in schema {ledger} from public, anon, authenticated;",
+        f"revoke all on all sequences in schema {ledger} from public, anon, authenticated;",
+        f"revoke all on all routines in schema {ledger} from public, anon, authenticated;",
     ]
     return "\n\n".join(parts) + "\n"
 

@@ -45,8 +45,27 @@ class TargetSchemaMissing(MigrationError):
     exit_code = 4
 
 
+class TargetSchemaConflict(MigrationError):
+    """Tables circuit-migrate did not create hold target names: it refuses to adopt them."""
+
+    exit_code = 4
+
+
 class LoadError(MigrationError):
     """Writing a batch to the target failed for a reason a retry cannot mend."""
+
+
+class BatchReadMismatch(MigrationError):
+    """A batch read other rows than the plan counted for its users in the run's snapshot."""
+
+    def __init__(self, batch_no: int, wrong: dict[str, tuple[int, int]]) -> None:
+        self.batch_no = batch_no
+        self.wrong = wrong
+        listed = ", ".join(f"{t} {got:,} of {want:,}" for t, (want, got) in sorted(wrong.items()))
+        super().__init__(
+            f"batch {batch_no} read other rows than planned ({listed}): not loaded",
+            batch_no=batch_no,
+        )
 
 
 class TransientLoadError(LoadError, Transient):
@@ -59,6 +78,12 @@ class ReconciliationMismatch(MigrationError):
     exit_code = 5
 
 
+class RowsRejected(MigrationError):
+    """The target database rejected rows of a run (quarantined ``database_rejected``)."""
+
+    exit_code = 8
+
+
 class RunInProgress(MigrationError):
     """Another run holds the target's advisory lock: this run was refused (and recorded)."""
 
@@ -69,3 +94,22 @@ class CleanupRefused(MigrationError):
     """Cleanup refused: the latest run did not finish cleanly, or verification fails now."""
 
     exit_code = 7
+
+
+class AuthUsersMissing(MigrationError):
+    """The target's auth.users lacks users the legacy data needs (two projects, not copied)."""
+
+    exit_code = 4
+
+
+class AuthUsersConflict(MigrationError):
+    """A target auth user clashes with the source's (same id, other row; or same email, other
+    id): ``copy-auth-users`` copied nothing."""
+
+    exit_code = 4
+
+
+class MissingPrivilege(MigrationError):
+    """The connecting role lacks a privilege the command needs (named in the message)."""
+
+    exit_code = 4

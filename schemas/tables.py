@@ -220,6 +220,8 @@ user_sessions = sa.Table(
     _ts("updated_at"),
     sa.Column("current_circuit_config_id", UUID(as_uuid=False)),
     sa.UniqueConstraint("user_id", "session_name", name="user_sessions_user_id_session_name_key"),
+    # Lets tagged_models reference (id, user_id): a model's session is its own user's.
+    sa.UniqueConstraint("id", "user_id", name="user_sessions_id_user_id_key"),
     sa.ForeignKeyConstraint(
         ["current_circuit_config_id", "user_id"],
         ["public.circuit_configurations.id", "public.circuit_configurations.user_id"],
@@ -241,11 +243,7 @@ tagged_models = sa.Table(
         sa.ForeignKey("auth.users.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    sa.Column(
-        "session_id",
-        UUID(as_uuid=False),
-        sa.ForeignKey("public.user_sessions.id", ondelete="SET NULL"),
-    ),
+    sa.Column("session_id", UUID(as_uuid=False)),
     sa.Column("model_id", sa.String(255), nullable=False),
     sa.Column("tag_name", sa.String(100), nullable=False),
     sa.Column("tag_category", sa.String(50), server_default="user"),
@@ -255,6 +253,13 @@ tagged_models = sa.Table(
     sa.Column("notes", sa.Text),
     sa.Column("is_interesting", sa.Boolean, server_default=sa.false()),
     sa.Column("circuit_config_id", UUID(as_uuid=False), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["session_id", "user_id"],
+        ["public.user_sessions.id", "public.user_sessions.user_id"],
+        # A deleted session nulls only the pointer and never takes the model with it.
+        ondelete="SET NULL (session_id)",
+        name="tagged_models_session_fkey",
+    ),
     sa.ForeignKeyConstraint(
         ["circuit_config_id", "user_id"],
         ["public.circuit_configurations.id", "public.circuit_configurations.user_id"],
@@ -278,6 +283,15 @@ sa.Index("tagged_models_user_id_idx", tagged_models.c.user_id)
 
 # Creation order: referenced tables first.
 TARGET_TABLES = (user_profiles, circuit_configurations, user_sessions, tagged_models)
+
+# Constraints added to target tables after their first release: ``create table if not exists``
+# leaves an existing table as it is, so target_ddl adds these where missing (in this order) and
+# drops the constraints they replace.
+TARGET_ADDED_CONSTRAINTS = (
+    (user_sessions, "user_sessions_id_user_id_key"),
+    (tagged_models, "tagged_models_session_fkey"),
+)
+TARGET_DROPPED_CONSTRAINTS = ((tagged_models, "tagged_models_session_id_fkey"),)
 
 # --- ledger (DESIGN.md section 8; columns may be added, never renamed) ------------------------
 
@@ -333,6 +347,7 @@ id_map = sa.Table(
     sa.Column("target_id", UUID(as_uuid=False), nullable=False),
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("batch_no", sa.Integer),
+    sa.Column("user_key", sa.Text),  # extension: the user the source row belongs to
     sa.PrimaryKeyConstraint("run_id", "source_table", "source_id", "target_table"),
     sa.CheckConstraint("outcome in ('migrated','merged')", name="id_map_outcome_check"),
     schema=LEDGER,
@@ -348,6 +363,7 @@ quarantine = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("payload", JSONB),
     sa.Column("batch_no", sa.Integer),
+    sa.Column("user_key", sa.Text),  # extension: the user the source row belongs to
     sa.PrimaryKeyConstraint("run_id", "source_table", "source_id"),
     schema=LEDGER,
 )
@@ -378,6 +394,7 @@ repairs = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("original", sa.Text),
     sa.Column("repaired", sa.Text),
+    sa.Column("user_key", sa.Text),  # the user the source row belongs to
     schema=LEDGER,
 )
 sa.Index("repairs_run_id_batch_no_idx", repairs.c.run_id, repairs.c.batch_no)
@@ -393,10 +410,27 @@ user_digests = sa.Table(
     schema=LEDGER,
 )
 
-LEDGER_TABLES = (runs, batches, id_map, quarantine, links, repairs, user_digests)
+# Extension: per user key (``''``: the rows of no user), the run and batch whose ledger rows
+# (quarantine, id_map, repairs) describe the user now: the last batch that loaded it, full or
+# incremental. A dry run writes none. ``verify`` and the reports read the current state here.
+user_runs = sa.Table(
+    "user_runs",
+    metadata,
+    sa.Column("user_key", sa.Text, primary_key=True),
+    sa.Column("run_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("batch_no", sa.Integer, nullable=False),
+    schema=LEDGER,
+)
+
+LEDGER_TABLES = (runs, batches, id_map, quarantine, links, repairs, user_digests, user_runs)
 
 # Columns added to ledger tables after their first release: ``create table if not exists``
 # leaves an existing table as it is, so ledger_ddl also adds these (``add column if not exists``).
-LEDGER_ADDED_COLUMNS = ((batches, "user_keys", "jsonb"),)
+LEDGER_ADDED_COLUMNS = (
+    (batches, "user_keys", "jsonb"),
+    (id_map, "user_key", "text"),
+    (quarantine, "user_key", "text"),
+    (repairs, "user_key", "text"),
+)
 
 SOURCE_TABLES = ("user_profiles", "saved_profiles", "tagged_models", "user_sessions")

@@ -35,6 +35,9 @@ What each rate of ``Rates`` is the probability of, per row it can apply to:
   1 to 3 identical copies into such sessions; the clean ones are in ``truth_duplicates``.
 - ``diverged_copy``: per such circuit: one copy with the same name and element id but one
   parameter scaled by 1.25..2 (and half the time another description), a circuit of its own.
+- ``foreign_session``: per tagged model of a known user with a session: its session is another
+  user's instead (drawn from a stream of its own, so the other draws of a seed do not move); the
+  migration drops that session (repair ``dropped_session``), the model itself is fine.
 - ``duplicate_tag``: per tagged model not quarantined and not of a twin circuit (below): a second
   row with the same user, session, ``model_id``, ``tag_name`` and parameters, tagged later
   (in ``truth_duplicates``).
@@ -180,6 +183,7 @@ class Rates:
     copied_profile: float = 0.05
     diverged_copy: float = 0.03
     duplicate_tag: float = 0.02
+    foreign_session: float = 0.02
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -732,6 +736,7 @@ def _models(
     session = np.where(state == 2, -1, session)
     code = np.choose(state, [_OK, _NO_USER, _UNKNOWN_USER, _INVALID_PARAMS, _INVALID_PARAMS])
     code = np.where((state == 1) & (session >= 0), _OK, code)  # takes the session's user
+    session = _foreign_sessions(rng, rates, session, state, user, sessions)
     mess = _ParamMess.draw(rng, rates, np.choose(state, [0, 0, 0, _MISSING, _BAD]))
 
     ids = _uuids(rng, n)
@@ -784,6 +789,27 @@ def _models(
             "tagged_models", dup["id"], pl.Series(["tagged_models"] * n_dup), ids.gather(dup_of)
         ),
     )
+
+
+def _foreign_sessions(
+    rng: np.random.Generator,
+    rates: Rates,
+    session: IntArray,
+    state: IntArray,
+    user: IntArray,
+    sessions: _Sessions,
+) -> IntArray:
+    """``session`` with ``rates.foreign_session`` of the models of a known user that have one
+    pointing at another user's session, drawn from a child stream of ``rng`` (``rng``'s own
+    draws are untouched)."""
+    if rates.foreign_session == 0 or len(sessions.known) == 0:
+        return session
+    child = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])  # type: ignore[attr-defined]
+    n = len(session)
+    pick = sessions.known[child.integers(0, len(sessions.known), n)]
+    chosen = (state == 0) & (session >= 0) & (child.random(n) < rates.foreign_session)
+    chosen &= sessions.user[pick] != user
+    return np.where(chosen, pick, session)
 
 
 def _notes(rng: np.random.Generator, n: int) -> pl.Series:

@@ -56,3 +56,38 @@ def test_rule_checker_sees_violations(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import prefect.flows\nfrom flows.db import connect\nfrom schemas import x\n")
     assert imported_roots(bad) == {"prefect", "flows", "schemas"}
+
+
+def _our_imports(path: Path) -> set[str]:
+    """Modules of ours ``path`` imports (dotted names)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.split(".")[0] in OURS}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in OURS:
+                names.add(node.module)
+                names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_verify_reaches_no_transform_code() -> None:
+    """verify is the independent home of the rules: nothing it imports, directly or through
+    other modules of ours, is transform code."""
+    seen: set[Path] = set()
+    todo = sorted((ROOT / "flows" / "verify").rglob("*.py"))
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _our_imports(path):
+            assert not name.startswith("transforms"), f"{path.relative_to(ROOT)} reaches {name}"
+            parts = name.split(".")
+            for candidate in (
+                ROOT.joinpath(*parts).with_suffix(".py"),
+                ROOT.joinpath(*parts) / "__init__.py",
+            ):
+                if candidate.is_file():
+                    todo.append(candidate)
+    assert len(seen) > 5

@@ -263,9 +263,7 @@ def element_sources(
     e = normalise.parameters(e, "_ptext")
     fr_lo, fr_hi = normalise.frequency_pair(el, "frequencyRange")
     pfr_lo, pfr_hi = pl.col("_fr_lo"), pl.col("_fr_hi")
-    created = normalise.json_value(el, "$.createdAt").str.to_datetime(
-        time_unit="us", time_zone="UTC", strict=False, ambiguous="earliest"
-    )
+    created = normalise.timestamp(normalise.json_value(el, "$.createdAt"))
     name = normalise.json_value(el, "$.name").str.strip_chars()
     e = e.with_columns(
         pl.lit("saved_profiles").alias("source_table"),
@@ -334,7 +332,7 @@ def element_sources(
         pl.lit(LEGACY_GRID_SIZE, dtype=pl.Int32).alias("grid_size"),
         pl.lit(LEGACY_NUM_POINTS, dtype=pl.Int32).alias("num_points"),
         pl.lit(LEGACY_NUM_POINTS, dtype=pl.Int32).alias("legacy_num_points"),
-        pl.lit(False).alias("is_computed"),
+        pl.lit(None, dtype=pl.Boolean).alias("is_computed"),  # an element says nothing of it
         pl.lit(None, dtype=pl.Float64).alias("computation_time"),
         pl.lit(None, dtype=pl.Int32).alias("total_points"),
         pl.lit(None, dtype=pl.Int32).alias("valid_points"),
@@ -405,6 +403,45 @@ def grouped_sources(sources: pl.DataFrame) -> pl.DataFrame:
     return members.drop([c for c in members.columns if c.startswith("_k_")])
 
 
+MERGED_FIELDS = (
+    "description",
+    "is_computed",
+    "computation_time",
+    "total_points",
+    "valid_points",
+    "computation_results",
+)
+"""Fields a configuration takes, one by one, from the most recently updated member that has a
+value (DESIGN.md section 5); the other members' different values are recorded as repairs."""
+
+
+def merged_values(members: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per ``config_id``: each of ``MERGED_FIELDS`` from the most recently updated member with a
+    non-null value (ties: smallest source id), the repairs ``merged_value_dropped`` of every
+    other member's different non-null value, with its original)."""
+    ordered = members.select("config_id", "source_table", "source_id", "updated_at", *MERGED_FIELDS)
+    ordered = ordered.sort(
+        ["config_id", "updated_at", "source_id"], descending=[False, True, False], nulls_last=True
+    )
+    chosen = ordered.group_by("config_id", maintain_order=True).agg(
+        [pl.col(f).drop_nulls().first() for f in MERGED_FIELDS]
+    )
+    both = ordered.join(chosen, on="config_id", how="left", suffix="_chosen")
+    dropped = [
+        _repair(
+            both,
+            pl.col(f).is_not_null()
+            & (pl.col(f).cast(pl.String) != pl.col(f"{f}_chosen").cast(pl.String)),
+            f,
+            "merged_value_dropped",
+            pl.col(f),
+            pl.col(f"{f}_chosen"),
+        )
+        for f in MERGED_FIELDS
+    ]
+    return chosen, pl.concat([conform(r, REPAIRS) for r in dropped])
+
+
 def circuit_configurations(
     sources: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -413,15 +450,21 @@ def circuit_configurations(
     ``members`` has one row per usable source: source_table, source_id, user_id, config_id,
     is_rep, session_id, element_index, created_at, legacy_num_points (the source's unclamped
     grid, which the legacy app computed resnorms on) and its Rsh..Cb. Repairs record renamed
-    duplicates.
+    duplicates and the values a merge dropped (:func:`merged_values`).
     """
     members = grouped_sources(sources)
+    chosen, dropped = merged_values(members)
     agg = members.group_by("config_id").agg(
         pl.col("created_at").min().alias("_created_min"),
         pl.col("updated_at").max().alias("_updated_max"),
         (pl.col("source_table") == "user_profiles").any().alias("_has_row"),
     )
-    reps = members.filter(pl.col("is_rep")).join(agg, on="config_id", how="left")
+    reps = (
+        members.filter(pl.col("is_rep"))
+        .drop(MERGED_FIELDS)
+        .join(agg, on="config_id", how="left")
+        .join(chosen, on="config_id", how="left")
+    )
     reps = reps.with_columns(
         pl.col("name").str.strip_chars().alias("_base"),
         pl.coalesce("_created_min", "_updated_max", pl.lit(0).cast(TS)).alias("_created"),
@@ -480,7 +523,7 @@ def circuit_configurations(
         "legacy_num_points",
         *PARAMETERS,
     )
-    return configs, member_cols, conform(renamed, REPAIRS)
+    return configs, member_cols, pl.concat([conform(renamed, REPAIRS), dropped])
 
 
 def unique_names(name: pl.Expr, owner: pl.Expr, frame: pl.DataFrame) -> pl.Series:

@@ -202,6 +202,22 @@ def drop_helpers(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# RFC 3339 as the app writes it (``Date.toISOString()``): years 1000..9999, at most microseconds.
+TIMESTAMP = (
+    r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:"
+    r"[0-5][0-9]([.][0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+
+
+def timestamp(text: pl.Expr) -> pl.Expr:
+    """An RFC 3339 timestamp text as a UTC datetime; null for anything else (a day that does
+    not exist included)."""
+    parsed = text.str.to_datetime(
+        format="%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
+    )
+    return pl.when(text.str.contains(TIMESTAMP)).then(parsed)
+
+
 def frequency_pair(text: pl.Expr, key: str) -> tuple[pl.Expr, pl.Expr]:
     """(min, max) read from a two-element JSON array at ``$.<key>``, as Float64 (null if absent)."""
     return (

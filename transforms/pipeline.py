@@ -27,10 +27,6 @@ from transforms.ids import stable_uuid_expr
 from transforms.impedance import PARAMETERS
 
 RECOVERED_NAME = "Recovered configuration"
-# A session whose user_id is null is quarantined ``no_user``. Set True to adopt instead the one
-# known user its tagged models name (issue 3 wording "unless their rows name one"); off because
-# the generator's ground truth (synthetic.legacy_data) quarantines every such session.
-ADOPT_SESSION_USER_FROM_MODELS = False
 # Tagged models are normalised, linked and validated in slices of whole users of about this many
 # rows: it bounds the temporaries (the outputs are the same as in one piece).
 MODEL_SLICE_ROWS = 150_000
@@ -126,9 +122,7 @@ def transform(
     profiles_ok, profiles_bad = _legacy_split(profiles_in, "user_profiles")
 
     # --- users -----------------------------------------------------------------------------
-    sessions = users.resolve_sessions(
-        sessions_ok, models_ok, auth, adopt_from_models=ADOPT_SESSION_USER_FROM_MODELS
-    )
+    sessions = users.resolve_sessions(sessions_ok, auth)
     profiles = users.resolve_profiles(profiles_ok, auth)
     repairs: list[pl.DataFrame] = [users.user_repairs(sessions, "user_sessions")]
     quarantine: list[pl.DataFrame] = [

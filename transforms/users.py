@@ -1,9 +1,8 @@
 """Whose row is it: resolve each legacy row's user against ``auth.users``.
 
 - a legacy user_profiles row: its ``user_id`` (null: ``no_user``; unknown: ``unknown_user``);
-- a session: its ``user_id``; when null, ``no_user`` (or, with ``adopt_from_models``, the single
-  known user its tagged models name: repair ``user_from_tagged_models``); a dangling one is
-  ``unknown_user``;
+- a session: its ``user_id``; when null, ``no_user`` (DESIGN.md section 5: whatever its tagged
+  models name, a session without a user is never given one); a dangling one is ``unknown_user``;
 - a tagged model: its ``user_id``; when null, its session's resolved user (repair
   ``user_from_session``), else ``no_user``; a dangling one is ``unknown_user``.
 
@@ -68,39 +67,11 @@ def resolve_profiles(profiles: pl.DataFrame, auth_users: pl.DataFrame) -> pl.Dat
     )
 
 
-def resolve_sessions(
-    sessions: pl.DataFrame,
-    models: pl.DataFrame,
-    auth_users: pl.DataFrame,
-    *,
-    adopt_from_models: bool = False,
-) -> pl.DataFrame:
-    """Sessions with their user resolved (with ``adopt_from_models``, a null user is taken from
-    the session's tagged models when they name exactly one known user)."""
-    named = pl.DataFrame(schema={"id": pl.String, "_from_models": pl.String})
-    if adopt_from_models:
-        named = (
-            models.select("session_id", "user_id")
-            .filter(
-                pl.col("session_id").is_not_null()
-                & pl.col("user_id").is_in(auth_users["id"].implode())
-            )
-            .group_by("session_id")
-            .agg(pl.col("user_id").unique().alias("_users"))
-            .filter(pl.col("_users").list.len() == 1)
-            .select(
-                pl.col("session_id").alias("id"),
-                pl.col("_users").list.first().alias("_from_models"),
-            )
-        )
-    s = sessions.join(named, on="id", how="left", maintain_order="left")
-    out = _classify(s, auth_users, "_from_models")
-    return out.with_columns(
-        pl.when(pl.col("_original_user_id").is_null() & pl.col("user_id").is_not_null())
-        .then(pl.lit("user_from_tagged_models"))
-        .otherwise(None)
-        .alias("_user_repair")
-    ).drop("_from_models")
+def resolve_sessions(sessions: pl.DataFrame, auth_users: pl.DataFrame) -> pl.DataFrame:
+    """Sessions with their user resolved."""
+    return _classify(sessions, auth_users, None).with_columns(
+        pl.lit(None, dtype=pl.String).alias("_user_repair")
+    )
 
 
 def resolve_models(

@@ -72,7 +72,7 @@ def test_refuses_on_a_dirty_state(seeded_db: Callable[[int, int], str]) -> None:
         "delete from public.tagged_models where id = (select id from public.tagged_models"
         " order by id limit 1)",
     )
-    assert_refused(url, "verification against run")
+    assert_refused(url, "verification fails now")
 
 
 def test_archives_restores_and_drops_only_with_both_flags(

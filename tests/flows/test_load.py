@@ -14,6 +14,7 @@ import pytest
 
 from flows import load as loader
 from flows import schema_ops
+from flows.extract import KEY_MAP
 from flows.load import BatchUsers, write_ledger, write_target, write_target_isolating
 from schemas import frames
 
@@ -134,6 +135,7 @@ def target(make_db: Callable[[str], str]) -> str:
 
 
 RUN = "50000000-0000-0000-0000-000000000001"
+NO_KEYS = frames.empty(KEY_MAP)
 
 
 def uid(n: int) -> str:
@@ -192,7 +194,7 @@ def test_ledger_rows_are_replaced_on_reload(target: str) -> None:
     }
     for _ in range(2):
         with psycopg.connect(target) as conn:
-            write_ledger(conn, RUN, 1, ledger, links=True)
+            write_ledger(conn, RUN, 1, ledger, keys=NO_KEYS, links=True)
     with psycopg.connect(target) as conn:
         for table in ("id_map", "quarantine", "repairs", "links"):
             assert conn.execute(f"select count(*) from migration.{table}").fetchone() == (1,)
@@ -441,26 +443,41 @@ LINKS = [
 ]
 
 
+KEYS = pl.DataFrame(
+    [
+        ("user_profiles", "p,1", "k1"),
+        ("user_profiles", "y", "k1"),
+        ("user_sessions", "s", "k2"),
+        ("tagged_models", "x", "k3"),
+        ("tagged_models", "y", None),
+    ],
+    schema=dict(KEY_MAP),
+    orient="row",
+)
+
+
 def test_ledger_rows_are_the_frames_with_run_and_batch(target: str) -> None:
+    """Each ledger row carries the user key of its source row (an element: its session's)."""
     ledger = ledger_frames(LINKS)
     with psycopg.connect(target) as conn:
-        write_ledger(conn, RUN, 3, ledger, links=True)
+        write_ledger(conn, RUN, 3, ledger, keys=KEYS, links=True)
         assert not staged(conn, "stage_ledger_links")
     rows = ledger_rows(target)
     target_ids = (uuid.UUID(uid(8)), uuid.UUID(uid(9)))
+    migrated, merged = (target_ids[0], "migrated", 3), (target_ids[1], "merged", 3)
     assert rows["id_map"] == [
-        (RUN_UUID, "user_profiles", "p,1", "circuit_configurations", target_ids[0], "migrated", 3),
-        (RUN_UUID, "saved_profiles", "s#0", "circuit_configurations", target_ids[1], "merged", 3),
+        (RUN_UUID, "user_profiles", "p,1", "circuit_configurations", *migrated, "k1"),
+        (RUN_UUID, "saved_profiles", "s#0", "circuit_configurations", *merged, "k2"),
     ]
     assert rows["quarantine"] == [
-        (RUN_UUID, "tagged_models", "x", "no_user", "\\N", {"a": 1.0, "b": "\\N"}, 3),
-        (RUN_UUID, "tagged_models", "y", "no_user", "", None, 3),
-        (RUN_UUID, "tagged_models", "z", "no_user", None, "line\nbreak", 3),
+        (RUN_UUID, "tagged_models", "x", "no_user", "\\N", {"a": 1.0, "b": "\\N"}, 3, "k3"),
+        (RUN_UUID, "tagged_models", "y", "no_user", "", None, 3, None),
+        (RUN_UUID, "tagged_models", "z", "no_user", None, "line\nbreak", 3, None),
     ]
     assert rows["repairs"] == [
-        (RUN_UUID, 3, "user_profiles", "y", "Rsh", "renamed_key", "Rs", "Rsh"),
-        (RUN_UUID, 3, "user_profiles", "y", "grid", "clamped", "", None),
-        (RUN_UUID, 3, "user_profiles", "y", "x", "k", '"quoted", comma\n', "\\N"),
+        (RUN_UUID, 3, "user_profiles", "y", "Rsh", "renamed_key", "Rs", "Rsh", "k1"),
+        (RUN_UUID, 3, "user_profiles", "y", "grid", "clamped", "", None, "k1"),
+        (RUN_UUID, 3, "user_profiles", "y", "x", "k", '"quoted", comma\n', "\\N", "k1"),
     ]
     assert rows["links"] == [
         (uuid.UUID(uid(6)), None, "none", 0.0, True, None, RUN_UUID),
@@ -468,7 +485,7 @@ def test_ledger_rows_are_the_frames_with_run_and_batch(target: str) -> None:
     ]
     # Written again (a retried batch): the same rows; the links go through the upsert.
     with psycopg.connect(target) as conn:
-        write_ledger(conn, RUN, 3, ledger, links=True)
+        write_ledger(conn, RUN, 3, ledger, keys=KEYS, links=True)
         assert staged(conn, "stage_ledger_links")
     assert ledger_rows(target) == rows
 
@@ -489,7 +506,7 @@ def test_links_held_past_the_probe_are_upserted(
         )
     monkeypatch.setattr(loader, "LINKS_PROBE", 1)  # looks up uid(7) alone: no link yet
     with psycopg.connect(target) as conn:
-        write_ledger(conn, RUN, 1, ledger_frames(LINKS), links=True)
+        write_ledger(conn, RUN, 1, ledger_frames(LINKS), keys=NO_KEYS, links=True)
         assert staged(conn, "stage_ledger_links")  # the COPY met uid(6): upserted
     assert ledger_rows(target)["links"] == [
         (uuid.UUID(uid(5)), None, "none", 0.0, True, None, uuid.UUID(earlier)),
@@ -504,7 +521,7 @@ def test_a_links_upsert_rewrites_only_what_differs_even_by_its_text(target: str)
         (uid(6), None, "none", 0.0, True, None),
     ]
     with psycopg.connect(target) as conn:
-        write_ledger(conn, RUN, 1, ledger_frames(links), links=True)
+        write_ledger(conn, RUN, 1, ledger_frames(links), keys=NO_KEYS, links=True)
     with psycopg.connect(target) as conn:
         before: dict[Any, Any] = dict(
             conn.execute("select tagged_model_id, xmin::text from migration.links")
@@ -512,7 +529,7 @@ def test_a_links_upsert_rewrites_only_what_differs_even_by_its_text(target: str)
     # Equal as jsonb, not as text: still rewritten; the unchanged row is left alone.
     links[0] = (uid(7), uid(8), "resnorm", 0.75, False, '{"c": 1.00}')
     with psycopg.connect(target) as conn:
-        write_ledger(conn, RUN, 1, ledger_frames(links), links=True)
+        write_ledger(conn, RUN, 1, ledger_frames(links), keys=NO_KEYS, links=True)
     with psycopg.connect(target) as conn:
         after: dict[Any, Any] = dict(
             conn.execute("select tagged_model_id, xmin::text from migration.links")

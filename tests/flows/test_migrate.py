@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from flows import extract, spill
 from flows.cli import app
 from flows.migrate import RunOptions, run_migration
+from flows.report_files import read_run
+from flows.verify import verify
 from tests.flows.conftest import target_digest
 from transforms.pipeline import transform
 
@@ -278,7 +280,9 @@ def test_killed_process_resumes_with_retry(
 
 
 def test_rows_the_database_rejects_quarantine_only_their_user(
-    seeded_db: Callable[[int, int], str], clean_run: tuple[str, str, dict[str, str]]
+    seeded_db: Callable[[int, int], str],
+    clean_run: tuple[str, str, dict[str, str]],
+    tmp_path: Path,
 ) -> None:
     url = seeded_db(USERS, SEED)
     victim = ledger(url, "select min(user_id::text) from legacy.user_profiles")[0][0]
@@ -312,6 +316,32 @@ def test_rows_the_database_rejects_quarantine_only_their_user(
         " from migration.batches, jsonb_each(counts->'tables') group by key",
     ):
         assert source == done, table
+    # Never clean: the report says how many rows and why, verify names the user, exit 8.
+    with psycopg.connect(url, autocommit=True) as conn:
+        report = read_run(conn, summary.run_id).report
+    rejected = report["rejected"]
+    assert rejected["rows"] > 0 and list(rejected["by_constraint"]) == ["not_the_victim"]
+    assert report["verdict"]["level"] == "failed"
+    assert "rejected" in report["verdict"]["headline"]
+    result = verify(url, url, source_schema="legacy")
+    assert set(result.differences["user_id"]) == {victim}
+    assert "decision.valid_quarantined" in set(result.differences["check"])
+    cli = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--source-url",
+            url,
+            "--target-url",
+            url,
+            "--source-schema",
+            "legacy",
+            "--report-dir",
+            str(tmp_path),
+        ],
+    )
+    assert cli.exit_code == 8, cli.output
+    assert "not_the_victim" in cli.output
 
 
 def test_a_batch_run_again_after_its_commit_replaces_its_ledger_rows(

@@ -41,7 +41,7 @@ def url(db_url: str) -> str:
             make_profile(conn, user, description="x" * (200 * i))
         s_null = make_session(conn, None, saved='"not an array"')
         make_tagged(conn, users[2], s_null)
-        make_tagged(conn, None, s_null)  # its user via the session's other model
+        make_tagged(conn, None, s_null)  # no user: its session names none (an orphan)
         make_session(conn, None, saved=None)  # orphan
         make_tagged(conn, None, None)  # orphan
         make_tagged(conn, users[0], "00000000-0000-0000-0000-0000000000aa")  # dangling session
@@ -67,6 +67,9 @@ def _spill_and_compare(conn: Conn, url: str, tmp_path: Path, batch_size: int) ->
             for table in TABLES:
                 got, want = getattr(spilled.data, table), getattr(expected, table)
                 assert got.equals(want), (batch.batch_no, table)
+            assert spilled.data.keys.sort(["source_table", "source_id"]).equals(
+                expected.keys.sort(["source_table", "source_id"])
+            )
             seen.update(spilled.digests)
         assert seen == digests
         assert summary.rows["tagged_models"] == sum(
@@ -81,7 +84,8 @@ def _spill_and_compare(conn: Conn, url: str, tmp_path: Path, batch_size: int) ->
 def test_each_batch_gets_what_the_sql_extract_reads(
     conn: Conn, url: str, tmp_path: Path, batch_size: int
 ) -> None:
-    assert _spill_and_compare(conn, url, tmp_path, batch_size) == 2  # session, model
+    # two sessions without a user, the model of one of them, and a model with neither
+    assert _spill_and_compare(conn, url, tmp_path, batch_size) == 4
 
 
 def test_without_row_digests_the_batches_hold_the_same_rows(

@@ -15,6 +15,7 @@ from flows import schema_ops
 from flows.cli import app
 from flows.db import with_database
 from schemas import ddl
+from schemas.errors import TargetSchemaConflict
 
 CATALOGUE_SNAPSHOT = """
 select 'column', table_schema || '.' || table_name || '.' || column_name || ' '
@@ -35,6 +36,14 @@ union all
 select 'rls', relnamespace::regnamespace::text || '.' || relname || ' ' || relrowsecurity::text
   from pg_class where relkind = 'r' and relnamespace in ('public'::regnamespace,
                                                         'migration'::regnamespace)
+union all
+select 'acl', relnamespace::regnamespace::text || '.' || relname || ' '
+       || coalesce(relacl::text, 'default')
+  from pg_class where relkind in ('r', 'S', 'v') and relnamespace in ('public'::regnamespace,
+                                                                     'migration'::regnamespace)
+union all
+select 'acl', nspname || ' ' || coalesce(nspacl::text, 'default')
+  from pg_namespace where nspname in ('public', 'migration')
 order by 1, 2
 """
 
@@ -366,3 +375,281 @@ def test_delete_cascades_and_set_nulls(conn: Conn) -> None:
     for table in ("circuit_configurations", "tagged_models", "user_sessions"):
         left = conn.execute(f"select count(*) from {table} where user_id = %s", [a])
         assert left.fetchone() == (0,), table
+
+
+def test_tagged_model_session_must_be_the_users_own(conn: Conn) -> None:
+    a, b = make_user(conn), make_user(conn)
+    config_a = make_config(conn, a)
+    session_b = make_session(conn, b)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation) as info, conn.transaction():
+        make_tagged(conn, a, config_a, session_b)
+    assert info.value.diag.constraint_name == "tagged_models_session_fkey"
+    tagged = make_tagged(conn, a, config_a, make_session(conn, a))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), conn.transaction():
+        conn.execute("update tagged_models set session_id = %s where id = %s", [session_b, tagged])
+
+
+def test_session_foreign_keys_are_composite(conn: Conn) -> None:
+    rows = conn.execute(
+        "select conname, pg_get_constraintdef(oid) from pg_constraint"
+        " where (conrelid = 'tagged_models'::regclass and confrelid = 'user_sessions'::regclass)"
+        " or conname = 'user_sessions_id_user_id_key' order by conname"
+    ).fetchall()
+    assert rows == [
+        (
+            "tagged_models_session_fkey",
+            "FOREIGN KEY (session_id, user_id) REFERENCES user_sessions(id, user_id)"
+            " ON DELETE SET NULL (session_id)",
+        ),
+        ("user_sessions_id_user_id_key", "UNIQUE (id, user_id)"),
+    ]
+
+
+def test_apply_upgrades_an_earlier_release_to_the_composite_session_key(
+    make_db: Callable[[str], str],
+) -> None:
+    url = make_db("upgrade")
+    schema_ops.apply_target(url)
+    expected = snapshot(url)
+    with psycopg.connect(url) as conn:  # the constraints an earlier release created
+        conn.execute("alter table tagged_models drop constraint tagged_models_session_fkey")
+        conn.execute("alter table user_sessions drop constraint user_sessions_id_user_id_key")
+        conn.execute(
+            "alter table tagged_models add constraint tagged_models_session_id_fkey"
+            " foreign key (session_id) references user_sessions (id) on delete set null"
+        )
+        conn.execute("grant all on table tagged_models to anon, authenticated")
+    assert snapshot(url) != expected
+    schema_ops.apply_target(url)
+    assert snapshot(url) == expected
+
+
+# --- grants (DESIGN.md section 4) -------------------------------------------------------------
+
+PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+SERVED = {"SELECT", "INSERT", "UPDATE", "DELETE"}  # what the policies serve, no more
+TARGET_TABLES = ("user_profiles", "circuit_configurations", "user_sessions", "tagged_models")
+
+
+def table_privileges(conn: Conn, role: str, table: str) -> set[str]:
+    """The privileges ``role`` holds on ``table`` (directly, through PUBLIC or membership)."""
+    row = conn.execute(
+        "select array_agg(p) filter (where has_table_privilege(%s, %s, p))"
+        " from unnest(%s::text[]) as p",
+        [role, table, list(PRIVILEGES)],
+    ).fetchone()
+    return set(row[0] or []) if row else set()
+
+
+def ledger_tables(conn: Conn) -> list[str]:
+    """Every table in the ledger schema, qualified and quoted."""
+    rows = conn.execute(
+        "select format('%I.%I', schemaname, tablename) from pg_tables"
+        " where schemaname = 'migration' order by 1"
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def test_grants_serve_only_the_policies(conn: Conn) -> None:
+    for table in TARGET_TABLES:
+        assert table_privileges(conn, "anon", table) == set(), table
+        assert table_privileges(conn, "authenticated", table) == SERVED, table
+        assert table_privileges(conn, "service_role", table) == SERVED, table
+        to_public = conn.execute(
+            "select count(*) from pg_class, aclexplode(relacl) a"
+            " where oid = %s::regclass and a.grantee = 0",
+            [table],
+        )
+        assert to_public.fetchone() == (0,), table
+
+
+def test_ledger_is_unreachable_for_the_api_roles(conn: Conn) -> None:
+    tables = ledger_tables(conn)
+    assert len(tables) >= 7
+    for role in ("anon", "authenticated"):
+        usage = conn.execute("select has_schema_privilege(%s, 'migration', 'usage')", [role])
+        assert usage.fetchone() == (False,), role
+        for table in tables:
+            assert table_privileges(conn, role, table) == set(), (role, table)
+
+
+def test_apply_revokes_on_ledger_tables_and_sequences_created_later(
+    make_db: Callable[[str], str],
+) -> None:
+    url = make_db("ledger_later")
+    schema_ops.apply_target(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("grant usage on schema migration to anon, authenticated")
+        conn.execute(
+            "alter default privileges in schema migration"
+            " grant all on tables to public, anon, authenticated"
+        )
+        conn.execute(
+            "alter default privileges in schema migration"
+            " grant all on sequences to public, anon, authenticated"
+        )
+        conn.execute("create table migration.later (id bigserial primary key)")
+        assert table_privileges(conn, "anon", "migration.later") == set(PRIVILEGES)
+    schema_ops.apply_target(url)
+    with psycopg.connect(url) as conn:
+        for role in ("anon", "authenticated"):
+            assert table_privileges(conn, role, "migration.later") == set(), role
+            sequence = conn.execute(
+                "select has_sequence_privilege(%s, 'migration.later_id_seq', 'usage')", [role]
+            )
+            assert sequence.fetchone() == (False,), role
+            usage = conn.execute("select has_schema_privilege(%s, 'migration', 'usage')", [role])
+            assert usage.fetchone() == (False,), role
+
+
+# --- tables apply_target did not create (DESIGN.md sections 3 and 4) ---------------------------
+
+# The app's own circuit_configurations (DESIGN.md section 3, state S4): the target's column names,
+# but REAL frequencies and computation time, nullable flags and timestamps, no unique (id, user_id).
+APP_CIRCUIT_CONFIGURATIONS = """
+create table public.circuit_configurations (
+  id uuid default gen_random_uuid() primary key,
+  user_id uuid references auth.users(id) on delete cascade not null,
+  name text not null,
+  description text,
+  is_public boolean default false,
+  created_at timestamptz default now(),
+  updated_at timestamptz default now(),
+  grid_size integer not null check (grid_size between 2 and 25),
+  min_freq real not null check (min_freq > 0),
+  max_freq real not null check (max_freq > min_freq),
+  num_points integer not null check (num_points between 10 and 1000),
+  circuit_parameters jsonb not null,
+  is_computed boolean default false,
+  computation_time real,
+  total_points integer,
+  valid_points integer,
+  computation_results jsonb,
+  ui_settings jsonb
+)
+"""
+
+TARGET_ONLY = """
+select (select count(*) from pg_tables where schemaname = 'public'
+          and tablename in ('circuit_configurations', 'user_sessions', 'tagged_models',
+                            'user_profiles')),
+       (select count(*) from pg_namespace where nspname = 'migration'),
+       (select count(*) from pg_policies where schemaname = 'public'),
+       (select count(*) from pg_constraint where connamespace = 'public'::regnamespace),
+       (select count(*) from pg_class c, aclexplode(c.relacl) a
+         where c.relnamespace = 'public'::regnamespace and c.relkind = 'r')
+"""
+
+
+def catalogue_counts(url: str) -> tuple[int, ...]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(TARGET_ONLY).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_apply_refuses_legacy_tables_in_the_target_schema(make_db: Callable[[str], str]) -> None:
+    url = make_db("conflict_legacy")
+    schema_ops.apply_legacy(url, "public")
+    before = catalogue_counts(url)
+    result = CliRunner().invoke(app, ["schema", "apply", "--target-url", url])
+    assert result.exit_code == 4, result.output
+    message = " ".join(result.output.split())
+    assert "Traceback" not in message
+    for table in ("user_profiles", "user_sessions", "tagged_models"):
+        assert f"public.{table}:" in message
+    assert "missing columns username, full_name, avatar_url" in message
+    assert "unexpected columns saved_profiles" in message
+    assert "circuit-migrate stage-legacy" in message
+    assert catalogue_counts(url) == before  # no table, ledger, policy, constraint or grant
+
+    schema_ops.stage_legacy(url)  # what the message says fixes it
+    schema_ops.apply_target(url)
+    assert catalogue_counts(url)[:3] == (4, 1, 16)
+
+
+def test_apply_refuses_an_app_made_circuit_configurations(make_db: Callable[[str], str]) -> None:
+    url = make_db("conflict_app")
+    with psycopg.connect(url) as conn:
+        conn.execute(APP_CIRCUIT_CONFIGURATIONS)
+    before = catalogue_counts(url)
+    with pytest.raises(TargetSchemaConflict) as info:
+        schema_ops.apply_target(url)
+    assert info.value.exit_code == 4
+    message = str(info.value)
+    assert "public.circuit_configurations: " in message
+    assert "min_freq real (target numeric)" in message
+    assert "computation_time real (target numeric)" in message
+    assert "is_public nullable" in message
+    assert "stage-legacy" not in message and "--target-schema" in message
+    assert catalogue_counts(url) == before
+    with psycopg.connect(url) as conn:
+        unique = conn.execute(
+            "select count(*) from pg_constraint"
+            " where conname = 'circuit_configurations_id_user_id_key'"
+        )
+        assert unique.fetchone() == (0,)
+
+
+def test_apply_refuses_a_view_with_a_target_name(make_db: Callable[[str], str]) -> None:
+    url = make_db("conflict_view")
+    with psycopg.connect(url) as conn:
+        conn.execute("create view public.user_sessions as select 1 as id")
+    with pytest.raises(TargetSchemaConflict, match=r"public\.user_sessions: a view, not a table"):
+        schema_ops.apply_target(url)
+
+
+def test_previous_apply_is_no_conflict(target: str) -> None:
+    with psycopg.connect(target) as conn:
+        assert schema_ops.target_conflicts(conn, "public") == {}
+
+
+# --- quoting ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", ["NewApp", 'we"ird', "it's"])
+def test_target_ddl_in_a_schema_that_needs_quoting(
+    make_db: Callable[[str], str], schema: str
+) -> None:
+    url = make_db("quoted")
+    schema_ops.apply_target(url, schema)
+    schema_ops.apply_target(url, schema)  # idempotent there too
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "select relname, relrowsecurity from pg_class"
+            " where relnamespace = %s::regnamespace and relkind = 'r' order by 1",
+            [ddl.quote_ident(schema)],
+        ).fetchall()
+        assert tables == [
+            ("circuit_configurations", True),
+            ("tagged_models", True),
+            ("user_profiles", True),
+            ("user_sessions", True),
+        ]
+        assert conn.execute("select to_regclass('public.tagged_models')").fetchone() == (None,)
+        policies = conn.execute(
+            "select count(*) from pg_policies where schemaname = %s", [schema]
+        ).fetchone()
+        assert policies == (16,)
+        (check,) = conn.execute(  # type: ignore[misc]
+            "select with_check from pg_policies where schemaname = %s"
+            " and policyname = 'tagged_models_insert_own'",
+            [schema],
+        ).fetchone()
+        assert f"{ddl.quote_ident(schema)}.circuit_configurations" in check
+        assert f"{ddl.quote_ident(schema)}.user_sessions" in check
+        assert table_privileges(conn, "anon", f"{ddl.quote_ident(schema)}.tagged_models") == set()
+
+
+def test_upgrade_refuses_rows_the_new_session_key_rejects(make_db: Callable[[str], str]) -> None:
+    url = make_db("upgrade_bad")
+    schema_ops.apply_target(url)
+    with psycopg.connect(url) as conn:  # an earlier release let a model keep another's session
+        conn.execute("alter table tagged_models drop constraint tagged_models_session_fkey")
+        a, b = make_user(conn), make_user(conn)
+        make_tagged(conn, a, make_config(conn, a), make_session(conn, b))
+    before = snapshot(url)
+    with pytest.raises(TargetSchemaConflict, match="tagged_models_session_fkey") as info:
+        schema_ops.apply_target(url)
+    assert "\n" not in str(info.value)
+    assert snapshot(url) == before

@@ -12,9 +12,17 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from flows import schema_ops
-from tests.schemas.test_ddl import Conn, make_config, make_session, make_tagged, make_user
+from tests.schemas.test_ddl import (
+    Conn,
+    ledger_tables,
+    make_config,
+    make_session,
+    make_tagged,
+    make_user,
+)
 
 TABLES = ("user_profiles", "circuit_configurations", "user_sessions", "tagged_models")
 
@@ -167,16 +175,55 @@ def test_cannot_set_session_current_configuration_to_other_users(
         )
 
 
-def test_anon_sees_nothing(db_url: str, owners: tuple[Owner, Owner]) -> None:
+def test_cannot_point_tagged_model_at_other_users_session(
+    as_a: Conn, owners: tuple[Owner, Owner]
+) -> None:
+    a, b = owners
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        as_a.execute(
+            "update tagged_models set session_id = %s where id = %s", [b.session_id, a.tagged_id]
+        )
+
+
+def test_cannot_insert_tagged_model_with_other_users_session(
+    as_a: Conn, owners: tuple[Owner, Owner]
+) -> None:
+    a, b = owners
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        make_tagged(as_a, a.user_id, a.config_id, b.session_id, model_id="foreign-session")
+
+
+def acting_as(conn: Conn, role: str, user_id: str) -> None:
+    """Begin a transaction on ``conn`` acting as ``role`` with a JWT for ``user_id``."""
+    conn.execute("begin")
+    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+    claims = json.dumps({"sub": user_id, "role": role})
+    conn.execute("select set_config('request.jwt.claims', %s, true)", [claims])
+
+
+def test_anon_can_read_nothing(db_url: str, owners: tuple[Owner, Owner]) -> None:
     with psycopg.connect(db_url) as conn:
-        conn.execute("begin")
-        conn.execute("set local role anon")
-        claims = json.dumps({"sub": owners[0].user_id, "role": "anon"})
-        conn.execute("select set_config('request.jwt.claims', %s, true)", [claims])
+        acting_as(conn, "anon", owners[0].user_id)
         for table in TABLES:
-            # anon holds Supabase's default grants: only the policies keep it out.
-            assert conn.execute(f"select count(*) from {table}").fetchone() == (0,), table
+            # The auth shim gives anon Supabase's default ALL; the DDL revokes it.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(f"select count(*) from {table}")
         conn.rollback()
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+def test_truncate_is_refused(db_url: str, owners: tuple[Owner, Owner], role: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        ledger = ledger_tables(conn)
+        assert len(ledger) >= 7
+        acting_as(conn, role, owners[0].user_id)
+        for table in [*TABLES, *ledger]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(f"truncate {table} cascade")
+        conn.rollback()
+    with psycopg.connect(db_url) as conn:  # and nothing was lost
+        for table in TABLES:
+            assert conn.execute(f"select count(*) from {table}").fetchone() != (0,), table
 
 
 def test_every_policy_is_for_authenticated_and_updates_check(db_url: str, owners: object) -> None:

@@ -370,8 +370,9 @@ def test_null_user_models_with_a_valid_session_are_not_quarantined(
     assert not quarantined.intersection(m["id"] for m in rescued)
 
 
-def test_tagged_models_name_only_sessions_of_their_own_user(messy: SyntheticLegacy) -> None:
-    """So a session without a valid user is named by no row: quarantining it is unambiguous."""
+def test_tagged_models_name_only_sessions_of_known_users(messy: SyntheticLegacy) -> None:
+    """So a session without a valid user is named by no row: quarantining it is unambiguous.
+    A few models of a known user name another user's session (``foreign_session``)."""
     users = messy.auth_users["id"].implode()
     pairs = messy.tagged_models.filter(pl.col("session_id").is_not_null()).join(
         messy.user_sessions, left_on="session_id", right_on="id", suffix="_session"
@@ -379,7 +380,8 @@ def test_tagged_models_name_only_sessions_of_their_own_user(messy: SyntheticLega
     assert pairs.height == messy.tagged_models["session_id"].drop_nulls().len()
     assert pairs["user_id_session"].is_in(users).all()
     named = pairs.filter(pl.col("user_id").is_not_null())
-    assert (named["user_id"] == named["user_id_session"]).all()
+    foreign = named.filter(pl.col("user_id") != pl.col("user_id_session")).height
+    assert 0 < foreign < 0.05 * named.height
 
 
 def test_duplicate_truth_matches_identical_content(

@@ -196,18 +196,6 @@ def test_session_without_user_is_no_user_and_so_are_its_elements() -> None:
     assert reason_of(r, "tagged_models", m["id"]) == "no_user"
 
 
-def test_session_without_user_takes_the_user_its_models_name_when_enabled(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("transforms.pipeline.ADOPT_SESSION_USER_FROM_MODELS", True)
-    u = make_user()
-    s = make_session(None, saved=[element()])
-    m = make_tagged_model(u["id"], session_id=s["id"])
-    r = run(users=[u], sessions=[s], models=[m])
-    assert r.user_sessions["user_id"].to_list() == [u["id"]]
-    assert "user_from_tagged_models" in repair_kinds(r, s["id"])
-
-
 def test_session_without_user_is_no_user_even_if_its_models_name_one() -> None:
     u = make_user()
     s = make_session(None, saved=[element()])
@@ -572,3 +560,41 @@ def test_inputs_are_not_mutated_and_output_is_deterministic() -> None:
         assert v.equals(copies[k])
     for name in TransformResult.__dataclass_fields__:
         assert getattr(one, name).equals(getattr(two, name)), name
+
+
+def test_merge_keeps_the_latest_non_null_value_of_every_field() -> None:
+    """DESIGN.md section 5: field by field the most recent non-null value; a different non-null
+    value that loses is recorded with its original (``merged_value_dropped``)."""
+    u = make_user()
+    results = '{"points": [[1, 2], [3, 4]], "best": 0.5}'
+    old = {
+        **make_profile(u["id"], updated=1),
+        "description": "old words",
+        "is_computed": True,
+        "computation_time": 12.5,
+        "computation_results": results,
+    }
+    new = {**make_profile(u["id"], updated=5), "description": "new words"}
+    r = run(users=[u], profiles=[old, new])
+    assert r.circuit_configurations.height == 1
+    c = r.circuit_configurations.row(0, named=True)
+    assert c["id"] == new["id"]  # the most recently updated row represents the group
+    assert c["description"] == "new words"
+    assert c["computation_results"] == results  # nothing lost to a partner that had none
+    assert c["computation_time"] == 12.5
+    assert c["is_computed"] is False  # the newer row says so
+    dropped = r.repairs.filter(pl.col("kind") == "merged_value_dropped")
+    assert sorted(dropped.select("source_id", "field", "original", "repaired").rows()) == [
+        (old["id"], "description", "old words", "new words"),
+        (old["id"], "is_computed", "true", "false"),
+    ]
+
+
+def test_element_merged_into_a_row_does_not_erase_its_computation() -> None:
+    u = make_user()
+    row = {**make_profile(u["id"], updated=1), "is_computed": True, "total_points": 40}
+    s = make_session(u["id"], saved=[element(created=9)])
+    r = run(users=[u], sessions=[s], profiles=[row])
+    c = r.circuit_configurations.row(0, named=True)
+    assert (c["is_computed"], c["total_points"]) == (True, 40)
+    assert r.repairs.filter(pl.col("kind") == "merged_value_dropped").height == 0

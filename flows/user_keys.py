@@ -1,0 +1,40 @@
+"""The user-key rule, in one home: which user a legacy row belongs to (its batch).
+
+A row belongs to the user its own ``user_id`` names; a tagged model with none belongs to the
+user of its session; a session with none belongs to no user (DESIGN.md section 5 quarantines
+it ``no_user``, whatever its tagged models say). Rows with no user key form the orphan batch.
+Extract, the one-pass spill, the plan and the user digests use these expressions; ``verify``
+restates the rule in its own SQL on purpose (one rule, two implementations, tested to agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+
+@dataclass(frozen=True)
+class KeyedTable:
+    """How to read a legacy table's user key: ``select ... from {relation} x {join}`` gives
+    rows whose user key is ``key``."""
+
+    relation: sql.Composable
+    join: sql.Composable
+    key: sql.Composable
+
+
+def keyed(schema: str, table: str) -> KeyedTable:
+    """The user key of legacy ``table`` (user_sessions, tagged_models, user_profiles) in
+    ``schema``, for rows aliased ``x``."""
+    s = sql.Identifier(schema)
+    relation = sql.SQL("{}.{}").format(s, sql.Identifier(table))
+    if table == "tagged_models":
+        return KeyedTable(
+            relation,
+            sql.SQL(
+                "left join {}.user_sessions s on x.user_id is null and s.id = x.session_id"
+            ).format(s),
+            sql.SQL("coalesce(x.user_id, s.user_id)"),
+        )
+    return KeyedTable(relation, sql.SQL(""), sql.SQL("x.user_id"))

@@ -1,0 +1,219 @@
+"""Connections and orchestration of ``verify``: read-only, in one snapshot per database.
+
+Nothing is read row by row unless it differs. Per part (``reports.verification.PARTS``), each
+side computes inside PostgreSQL a count and a digest (a sum of 64-bit row hashes: no sort, and
+it aggregates in parallel workers) per bucket of users; only buckets that differ are read per
+user, and only users that differ row by row, where ``reports.verification`` compares with the
+float tolerance and the renaming rule. The source parts run on connections of their own in one
+exported snapshot, the target on one more, all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from flows import db
+from flows.extract import check_source
+from flows.ledger import require_ledger
+from flows.verify import source as src_sql
+from flows.verify import target as dst_sql
+from flows.verify.common import ALL, BUCKET_DIGITS, PROBE, Hashing, Scope
+from reports import verification as V
+
+
+def _read(
+    conn: psycopg.Connection,
+    query: sql.Composed,
+    params: Mapping[str, Any] | None,
+    schema: V.Schema,
+) -> pl.DataFrame:
+    """The rows of ``query`` as a frame of ``schema`` (values in binary: floats exact, NaN and
+    Infinity included; parameters bound by the server)."""
+    with conn.cursor(binary=True) as cursor:
+        cursor.execute(query, params, prepare=False)
+        rows = cursor.fetchall()
+    return pl.DataFrame(rows, schema=dict(schema), orient="row")
+
+
+@contextmanager
+def _read_only(url: str, snapshot: str | None = None) -> Iterator[psycopg.Connection]:
+    """A connection in one read-only repeatable-read transaction (in the exported ``snapshot``,
+    if given), rolled back at the end."""
+    with db.connect(url, autocommit=True) as conn:
+        conn.execute("begin transaction isolation level repeatable read read only")
+        try:
+            if snapshot is not None:
+                conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
+            conn.execute("set local extra_float_digits = 1")  # float8 text is exact
+            conn.execute("set local jit = off")  # compiling these expressions costs more
+            conn.execute("set local work_mem = '64MB'")  # hash, not sort, the per-user groups
+            conn.execute("set local timezone = 'UTC'")
+            yield conn
+        finally:
+            conn.execute("rollback")
+
+
+def _snapshot(conn: psycopg.Connection) -> str:
+    """The snapshot of ``conn``'s transaction, exported for another connection to share."""
+    return str(conn.execute("select pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+
+
+def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """The results of ``calls``, each run on a thread of its own (one per connection)."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side: its connections (one per part, or one for all) and CTE builder."""
+
+    conns: Mapping[str, psycopg.Connection]
+    ctes: Callable[[Scope], sql.Composed]
+    params: Mapping[str, Any]
+    hashing: Hashing
+
+    def _run(
+        self, part: str, scope: Scope, select: str, schema: V.Schema, values: Sequence[str]
+    ) -> pl.DataFrame:
+        query = self.ctes(scope) + sql.SQL(select)
+        return _read(self.conns[part], query, {**self.params, "scope": list(values)}, schema)
+
+    def _hashed(self, part: str) -> str:
+        row = self.hashing.row(V.PARTS[part])
+        return f"select user_id, {row} as h from {part}_rows"
+
+    def buckets(self, part: str) -> pl.DataFrame:
+        """``BUCKETS`` of ``part`` for every user."""
+        select = (
+            f"select '{part}', left(user_id, {BUCKET_DIGITS}), count(*), sum(h)::text"
+            f" from ({self._hashed(part)}) x group by 2"
+        )
+        return self._run(part, ALL, select, V.BUCKETS, ())
+
+    def users(self, part: str, buckets: Sequence[str]) -> pl.DataFrame:
+        """``USERS`` of ``part`` for the users of ``buckets``."""
+        if not buckets:
+            return pl.DataFrame(schema=dict(V.USERS))
+        select = (
+            f"select '{part}', user_id, count(*), sum(h)::text"
+            f" from ({self._hashed(part)}) x group by 2"
+        )
+        return self._run(part, Scope("buckets"), select, V.USERS, buckets)
+
+    def rows(self, part: str, users: Sequence[str]) -> pl.DataFrame:
+        """The rows of ``part`` of ``users`` (its ``PARTS`` columns)."""
+        schema = V.PARTS[part]
+        if not users:
+            return pl.DataFrame(schema=dict(schema))
+        columns = ", ".join(f'"{c}"' for c in schema)
+        return self._run(part, Scope("users"), f"select {columns} from {part}_rows", schema, users)
+
+
+def _latest_run(conn: psycopg.Connection) -> str | None:
+    row = conn.execute(
+        "select run_id::text from migration.runs where status <> 'refused' and not dry_run"
+        " order by started_at desc limit 1"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def verify(
+    source_url: str,
+    target_url: str,
+    *,
+    source_schema: str = "public",
+    target_schema: str = "public",
+) -> V.Verification:
+    """Verify the target against the source, after any sequence of runs: read-only; raises
+    ``SourceSchemaMismatch`` / ``TargetSchemaMissing`` when a side lacks its tables."""
+    same = db.libpq_url(source_url) == db.libpq_url(target_url)
+    parts = list(V.PARTS)
+    with ExitStack() as stack:
+        dst = stack.enter_context(_read_only(target_url))
+        require_ledger(dst, target_schema)
+        run_id = _latest_run(dst)
+        merged = [r[0] for r in dst.execute(dst_sql.merged_ids(target_schema)).fetchall()]
+        snapshot = _snapshot(dst) if same else None
+        first = stack.enter_context(_read_only(source_url, snapshot))
+        check_source(first, source_schema)
+        probes = {conn.execute(PROBE).fetchone() for conn in (first, dst)}
+        hashing = Hashing(portable=len(probes) > 1)
+        shared = _snapshot(first)
+        src_conns = {parts[0]: first} | {
+            part: stack.enter_context(_read_only(source_url, shared)) for part in parts[1:]
+        }
+        source = _Side(
+            src_conns,
+            lambda scope: src_sql.source_ctes(source_schema, scope),
+            {"merged": merged},
+            hashing,
+        )
+        target = _Side(
+            dict.fromkeys(parts, dst),
+            lambda scope: dst_sql.target_ctes(target_schema, scope),
+            {},
+            hashing,
+        )
+        return _compare(source, target, dst, target_schema, run_id)
+
+
+def _compare(
+    source: _Side, target: _Side, dst: psycopg.Connection, schema: str, run_id: str | None
+) -> V.Verification:
+    parts = list(V.PARTS)
+
+    def target_buckets() -> pl.DataFrame:
+        return pl.concat([target.buckets(part) for part in parts])
+
+    results = _concurrently(
+        target_buckets, *[lambda part=part: source.buckets(part) for part in parts]
+    )
+    a_buckets, e_buckets = results[0], pl.concat(results[1:])
+    drilled = V.buckets_to_drill(e_buckets, a_buckets)
+    e_users = pl.concat(
+        _concurrently(*[lambda part=part: source.users(part, drilled) for part in parts])
+    )
+    a_users = pl.concat([target.users(part, drilled) for part in parts])
+    detailed = V.users_to_detail(e_users, a_users)
+    e_rows = dict(
+        zip(
+            parts,
+            _concurrently(*[lambda part=part: source.rows(part, detailed[part]) for part in parts]),
+            strict=True,
+        )
+    )
+    a_rows = {part: target.rows(part, detailed[part]) for part in parts}
+    if dst.execute(dst_sql.links_hold(schema, target.hashing)).fetchone()[0]:  # type: ignore[index]
+        link_rows = pl.DataFrame(schema=dict(V.LINK_ROWS))
+    else:
+        link_rows = _read(dst, dst_sql.links(schema), None, V.LINK_ROWS)
+    merges = _read(dst, dst_sql.merge_problems(schema), None, V.MERGE_ROWS)
+    differences = V.compare(V.Rows(e_rows), V.Rows(a_rows), detailed, link_rows, merges)
+    checked = _users_checked(e_buckets, a_buckets, e_users, a_users, drilled)
+    return V.verification(differences, checked, run_id)
+
+
+def _users_checked(
+    e_buckets: pl.DataFrame,
+    a_buckets: pl.DataFrame,
+    e_users: pl.DataFrame,
+    a_users: pl.DataFrame,
+    drilled: Sequence[str],
+) -> int:
+    """Users seen: those of the drilled buckets counted exactly, the others by their
+    ``user_profiles`` rows (one per user with legacy data) on the expected side."""
+    exact = V.users_checked(e_users, a_users)
+    profiles = e_buckets.filter(
+        (pl.col("part") == "user_profiles") & ~pl.col("bucket").is_in(list(drilled))
+    )
+    return exact + int(profiles["rows"].sum())
