@@ -23,6 +23,8 @@ from psycopg import sql
 from flows import db, user_keys
 from schemas import frames
 from schemas.errors import SourceSchemaMismatch
+from transforms.elements import saved_profile_elements
+from transforms.normalise import decoded_json
 
 LEGACY_TABLE_NAMES = ("user_sessions", "tagged_models", "user_profiles")
 
@@ -121,10 +123,36 @@ PLANNED_TABLES = (*LEGACY_TABLE_NAMES, "saved_profiles")
 
 
 def _element_count(column: str) -> str:
-    """SQL: the number of ``saved_profiles`` items the transform explodes a session into."""
+    """SQL: the number of ``saved_profiles`` items the transform explodes a session into; null
+    for a JSON string (the app's ``JSON.stringify``), which :func:`_string_element_counts`
+    counts with the transform's own decoding."""
     return (
         f"(case when {column} is null then 0 when jsonb_typeof({column}) = 'array'"
-        f" then jsonb_array_length({column}) else 1 end)"
+        f" then jsonb_array_length({column}) when jsonb_typeof({column}) = 'string' then null"
+        f" else 1 end)"
+    )
+
+
+def _string_element_counts(conn: psycopg.Connection, schema: str) -> pl.DataFrame:
+    """Per user key, the ``saved_profiles`` items of sessions whose ``saved_profiles`` is a JSON
+    string, counted as the transform decodes them (few rows: read whole)."""
+    k = user_keys.keyed(schema, "user_sessions")
+    query = sql.SQL(
+        "select x.id::text, ({key})::text, x.saved_profiles::text from {rel} x {join}"
+        " where jsonb_typeof(x.saved_profiles) = 'string'"
+    ).format(key=k.key, rel=k.relation, join=k.join)
+    rows = conn.execute(query).fetchall()
+    sessions = pl.DataFrame(
+        rows,
+        schema={"id": pl.String, "user_key": pl.String, "saved_profiles": pl.String},
+        orient="row",
+    )
+    items = saved_profile_elements(decoded_json(sessions, "saved_profiles"))
+    per_session = items.group_by("session_id").len("n")
+    return (
+        sessions.join(per_session, left_on="id", right_on="session_id", how="left")
+        .group_by("user_key")
+        .agg(pl.col("n").fill_null(0).sum().cast(pl.Int64).alias("string_items"))
     )
 
 
@@ -145,16 +173,25 @@ def user_row_counts(conn: psycopg.Connection, schema: str) -> pl.DataFrame:
                 key=k.key, t=sql.Literal(table), e=elements, rel=k.relation, join=k.join
             )
         )
-    counts = ", ".join(
+    per_table = ", ".join(
         f"count(*) filter (where t = '{t}')::bigint as {t}" for t in LEGACY_TABLE_NAMES
     )
     query = sql.SQL(
         "select k::text as user_key, {counts}, sum(e)::bigint as saved_profiles"
         " from ({rows}) r group by k order by k nulls last"
-    ).format(counts=sql.SQL(counts), rows=sql.SQL(" union all ").join(parts))
+    ).format(counts=sql.SQL(per_table), rows=sql.SQL(" union all ").join(parts))
     schema_ = {"user_key": pl.String, **dict.fromkeys(PLANNED_TABLES, pl.Int64)}
     rows = conn.execute(query).fetchall()
-    return pl.DataFrame(rows, schema=schema_, orient="row")
+    counts = pl.DataFrame(rows, schema=schema_, orient="row")
+    strings = _string_element_counts(conn, schema)
+    if strings.height:
+        counts = counts.join(strings, on="user_key", how="left", nulls_equal=True).select(
+            *(c for c in counts.columns if c != "saved_profiles"),
+            (pl.col("saved_profiles").fill_null(0) + pl.col("string_items").fill_null(0)).alias(
+                "saved_profiles"
+            ),
+        )
+    return counts.with_columns(pl.col("saved_profiles").fill_null(0)).select(list(schema_))
 
 
 def has_orphans(conn: psycopg.Connection, schema: str) -> bool:

@@ -18,6 +18,7 @@ import polars as pl
 from schemas.errors import ReconciliationMismatch
 from schemas.tables import SOURCE_TABLES
 from transforms.elements import saved_profile_elements
+from transforms.normalise import decoded_json
 from transforms.pipeline import TransformResult
 
 
@@ -75,7 +76,9 @@ def source_ids(
     user_sessions: pl.DataFrame, tagged_models: pl.DataFrame, user_profiles: pl.DataFrame
 ) -> pl.DataFrame:
     """Every accountable source item: (source_table, source_id)."""
-    elements = saved_profile_elements(user_sessions.select("id", "saved_profiles"))
+    elements = saved_profile_elements(
+        decoded_json(user_sessions.select("id", "saved_profiles"), "saved_profiles")
+    )
     return pl.concat(
         [
             user_profiles.select(

@@ -100,7 +100,7 @@ def profile_sources(profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     ``profiles`` holds the legacy columns plus ``reason``/``detail`` (a user problem found
     upstream, or null) and ``payload``.
     """
-    p = normalise.parameters(profiles, "parameters")
+    p = normalise.parameters(normalise.decoded_json(profiles, "parameters"), "parameters")
     p = p.with_columns(
         pl.when(pl.col("_fr_lo").is_not_null() | pl.col("_fr_hi").is_not_null())
         .then(_range_text(pl.col("_fr_lo"), pl.col("_fr_hi")))
@@ -124,6 +124,11 @@ def profile_sources(profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     )
     reason, detail = _first_problem(
         (pl.col("reason").is_not_null(), "", pl.col("detail")),
+        (
+            pl.col("_bad_parameters"),
+            "invalid_parameters",
+            normalise.undecodable_detail("parameters"),
+        ),
         (pl.col("param_problem").is_not_null(), "invalid_parameters", pl.col("param_problem")),
         (
             normalise.frequency_problem(pl.col("_min"), pl.col("_max")).is_not_null(),
@@ -140,6 +145,7 @@ def profile_sources(profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     )
     ok = p.filter(pl.col("_reason").is_null())
     repairs = [
+        normalise.decoded_repairs(ok, "parameters", "user_profiles", "id"),
         normalise.parameter_repairs(ok, "user_profiles", "id"),
         _repair(
             ok,
@@ -256,9 +262,17 @@ def element_sources(
         ),
         on="session_id",
         how="left",
-    ).with_columns(normalise.json_value(el, "$.parameters").alias("_ptext"))
+    ).with_columns(
+        normalise.json_value(el, "$.parameters").alias("_ptext"),
+        el.str.contains('"parameters"\\s*:\\s*"').fill_null(False).alias("_pstr"),
+    )
     e = e.with_columns(
-        pl.col("_ptext").str.strip_chars().str.starts_with("{").fill_null(False).alias("_pobj")
+        (
+            pl.col("_ptext").str.strip_chars().str.starts_with("{")
+            & pl.col("_ptext").str.json_path_match("$").is_not_null()
+        )
+        .fill_null(False)
+        .alias("_pobj")
     )
     e = normalise.parameters(e, "_ptext")
     fr_lo, fr_hi = normalise.frequency_pair(el, "frequencyRange")
@@ -282,6 +296,14 @@ def element_sources(
     reason, detail = _first_problem(
         (pl.col("reason").is_not_null(), "", pl.col("detail")),
         (~pl.col("is_object"), "malformed_element", pl.lit("element is not a JSON object")),
+        (
+            ~pl.col("_pobj") & pl.col("_pstr"),
+            "malformed_element",
+            pl.format(
+                "parameters is a JSON string that holds no JSON object: {}",
+                pl.col("_ptext").str.head(80),
+            ),
+        ),
         (~pl.col("_pobj"), "malformed_element", pl.lit("element has no parameters object")),
         (pl.col("param_problem").is_not_null(), "invalid_parameters", pl.col("param_problem")),
         (
@@ -299,6 +321,14 @@ def element_sources(
     )
     ok = e.filter(pl.col("_reason").is_null())
     repairs = [
+        ok.filter(pl.col("_pstr")).select(
+            "source_table",
+            "source_id",
+            pl.lit("parameters").alias("field"),
+            pl.lit("decoded_json_string").alias("kind"),
+            pl.col("_ptext").alias("original"),
+            pl.lit(None, dtype=pl.String).alias("repaired"),
+        ),
         normalise.parameter_repairs(ok, "saved_profiles", "source_id"),
         _repair(
             ok,

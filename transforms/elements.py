@@ -37,7 +37,7 @@ def saved_profile_elements(sessions: pl.DataFrame) -> pl.DataFrame:
     for sid, text in rows.iter_rows():
         try:
             value = json.loads(text)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # nested too deep counts as unreadable
             value = None
             ok = False
         else:
@@ -52,7 +52,10 @@ def saved_profile_elements(sessions: pl.DataFrame) -> pl.DataFrame:
         for i, element in enumerate(value):
             session_ids.append(sid)
             indexes.append(i)
-            texts.append(json.dumps(element, allow_nan=True))
+            try:
+                texts.append(json.dumps(element, allow_nan=True))
+            except RecursionError:
+                texts.append('"(nested too deep to show)"')
             objects.append(isinstance(element, dict))
             malformed.append(False)
     frame = pl.DataFrame(

@@ -23,6 +23,51 @@ def _aliases(key: str) -> tuple[str, ...]:
     return KEY_ALIASES.get(key, (key,))
 
 
+def decoded_json(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``frame`` with ``column`` (JSON text) decoded where it holds a JSON *string* whose text is
+    a JSON object or array (the real app wrote ``JSON.stringify(...)`` into jsonb columns): the
+    column then holds that text; ``_was_<column>`` keeps the original (null where nothing was
+    decoded) and ``_bad_<column>`` is true for a JSON string that holds no JSON object or array
+    (judged later: a quarantine)."""
+    text = pl.col(column)
+    is_string = text.str.starts_with('"').fill_null(False)
+    inner = pl.when(is_string).then(text.str.json_decode(pl.String))
+    container = (
+        inner.str.strip_chars().str.head(1).is_in(["{", "["])
+        & inner.str.json_path_match("$").is_not_null()
+    )
+    ok = is_string & container.fill_null(False)
+    return frame.with_columns(
+        pl.when(ok).then(inner).otherwise(text).alias(column),
+        pl.when(ok).then(text).alias(f"_was_{column}"),
+        (is_string & ~ok).alias(f"_bad_{column}"),
+    )
+
+
+def decoded_repairs(
+    frame: pl.DataFrame, column: str, source_table: str, id_col: str, field: str | None = None
+) -> pl.DataFrame:
+    """Repairs ``decoded_json_string`` (original: the JSON string as it was) of the rows
+    :func:`decoded_json` decoded."""
+    return frame.filter(pl.col(f"_was_{column}").is_not_null()).select(
+        pl.lit(source_table).alias("source_table"),
+        pl.col(id_col).alias("source_id"),
+        pl.lit(field or column).alias("field"),
+        pl.lit("decoded_json_string").alias("kind"),
+        pl.col(f"_was_{column}").alias("original"),
+        pl.lit(None, dtype=pl.String).alias("repaired"),
+    )
+
+
+def undecodable_detail(column: str) -> pl.Expr:
+    """The quarantine detail of a JSON string that holds no JSON object or array."""
+    return pl.format(
+        "{} is a JSON string that holds no JSON object or array: {}",
+        pl.lit(column),
+        pl.col(column).str.head(80),
+    )
+
+
 def json_value(text: pl.Expr, path: str) -> pl.Expr:
     """The JSON value at ``path`` (``$.Ra``) as text; null if absent or the text is not JSON."""
     return text.str.json_path_match(path)
@@ -44,8 +89,9 @@ def as_float(raw: pl.Expr) -> pl.Expr:
 
 
 def is_usable(value: pl.Expr) -> pl.Expr:
-    """A parameter value is usable when it is a finite number greater than zero."""
-    return (value.is_not_null() & value.is_finite() & (value > 0)).fill_null(False)
+    """A parameter value is usable when it is a number within 1e-300..1e300 (finite, greater
+    than zero, and not so extreme that no circuit could have it)."""
+    return (value.is_not_null() & (value >= 1e-300) & (value <= 1e300)).fill_null(False)
 
 
 _DECODE_KEYS = ("Rsh", "Rs", "Ra", "Ca", "Rb", "Cb")
@@ -157,7 +203,10 @@ def parameters(frame: pl.DataFrame, text_col: str) -> pl.DataFrame:
     ] + [is_string_valued(text, k).fill_null(False).alias(f"_str_{k}") for k in PARAMETERS[1:]]
     problems = [
         pl.when(~is_usable(pl.col(k))).then(
-            pl.lit(f"{k}=") + pl.col(f"_raw_{k}").fill_null("missing")
+            pl.lit(f"{k}=")
+            + pl.col(f"_raw_{k}").fill_null(
+                pl.when(_names_key(text, k)).then(pl.lit("unreadable")).otherwise(pl.lit("missing"))
+            )
         )
         for k in PARAMETERS
     ]
@@ -165,6 +214,12 @@ def parameters(frame: pl.DataFrame, text_col: str) -> pl.DataFrame:
     return out.with_columns(string_flags).with_columns(
         pl.when(problem == "").then(None).otherwise(problem).alias("param_problem")
     )
+
+
+def _names_key(text: pl.Expr, key: str) -> pl.Expr:
+    """Whether the JSON text names ``key`` (or one of its aliases) as an object key."""
+    pattern = "|".join(f'"{alias}"' for alias in _aliases(key))
+    return text.str.contains(f"({pattern})\\s*:").fill_null(False)
 
 
 def parameter_repairs(frame: pl.DataFrame, source_table: str, id_col: str) -> pl.DataFrame:

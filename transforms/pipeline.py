@@ -122,7 +122,7 @@ def transform(
     profiles_ok, profiles_bad = _legacy_split(profiles_in, "user_profiles")
 
     # --- users -----------------------------------------------------------------------------
-    sessions = users.resolve_sessions(sessions_ok, auth)
+    sessions = normalise.decoded_json(users.resolve_sessions(sessions_ok, auth), "saved_profiles")
     profiles = users.resolve_profiles(profiles_ok, auth)
     repairs: list[pl.DataFrame] = [users.user_repairs(sessions, "user_sessions")]
     quarantine: list[pl.DataFrame] = [
@@ -135,14 +135,31 @@ def transform(
     # Elements of every session that passed the legacy model (a quarantined session's elements
     # are quarantined with the session's reason).
     elements = saved_profile_elements(sessions)
-    malformed = elements.filter(pl.col("malformed_array"))
+    malformed = elements.filter(pl.col("malformed_array")).join(
+        sessions.select(pl.col("id").alias("session_id"), "_bad_saved_profiles"),
+        on="session_id",
+        how="left",
+    )
     quarantine.append(
         malformed.select(
             pl.lit("saved_profiles").alias("source_table"),
             "source_id",
             pl.lit("malformed_saved_profiles").alias("reason"),
-            pl.lit("saved_profiles is not a JSON array").alias("detail"),
+            pl.when(pl.col("_bad_saved_profiles"))
+            .then(
+                pl.format(
+                    "saved_profiles is a JSON string that holds no JSON array: {}",
+                    pl.col("element").str.head(80),
+                )
+            )
+            .otherwise(pl.lit("saved_profiles is not a JSON array"))
+            .alias("detail"),
             json_payload(pl.col("element")).alias("payload"),
+        )
+    )
+    repairs.append(
+        normalise.decoded_repairs(
+            sessions.filter(pl.col("reason").is_null()), "saved_profiles", "user_sessions", "id"
         )
     )
     # elements of sessions that failed the legacy model
@@ -390,14 +407,19 @@ def _models_stage(
     """
     quarantine: list[pl.DataFrame] = []
     repairs: list[pl.DataFrame] = []
-    m = normalise.parameters(resolved, "circuit_parameters")
-    bad_params = pl.col("reason").is_null() & pl.col("param_problem").is_not_null()
+    m = normalise.parameters(
+        normalise.decoded_json(resolved, "circuit_parameters"), "circuit_parameters"
+    )
+    undecodable = pl.col("_bad_circuit_parameters")
+    bad_params = pl.col("reason").is_null() & (pl.col("param_problem").is_not_null() | undecodable)
     m = m.with_columns(
         pl.when(bad_params)
         .then(pl.lit("invalid_parameters"))
         .otherwise(pl.col("reason"))
         .alias("reason"),
-        pl.when(bad_params)
+        pl.when(bad_params & undecodable)
+        .then(normalise.undecodable_detail("circuit_parameters"))
+        .when(bad_params)
         .then(pl.col("param_problem"))
         .otherwise(pl.col("detail"))
         .alias("detail"),
@@ -412,6 +434,14 @@ def _models_stage(
     repairs.append(
         normalise.parameter_repairs(
             m.select("id", "reason", "_renamed_Rsh", *helpers, *PARAMETERS).filter(ok),
+            "tagged_models",
+            "id",
+        )
+    )
+    repairs.append(
+        normalise.decoded_repairs(
+            m.select("id", "reason", "_was_circuit_parameters").filter(ok),
+            "circuit_parameters",
             "tagged_models",
             "id",
         )

@@ -10,6 +10,7 @@ exported snapshot, the target on one more, all at once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -25,7 +26,7 @@ from flows.extract import check_source
 from flows.ledger import require_ledger
 from flows.verify import source as src_sql
 from flows.verify import target as dst_sql
-from flows.verify.common import ALL, BUCKET_DIGITS, PROBE, Hashing, Scope
+from flows.verify.common import ALL, BUCKET_DIGITS, PROBE, Hashing, Scope, in_schema
 from reports import verification as V
 
 
@@ -92,23 +93,26 @@ class _Side:
         row = self.hashing.row(V.PARTS[part])
         return f"select user_id, {row} as h from {part}_rows"
 
-    def buckets(self, part: str) -> pl.DataFrame:
-        """``BUCKETS`` of ``part`` for every user."""
-        select = (
+    def buckets(self) -> pl.DataFrame:
+        """``BUCKETS`` of every part, for every user: one statement, so the CTEs every part
+        shares (the parsed tagged models, the circuit members) are computed once."""
+        select = " union all ".join(
             f"select '{part}', left(user_id, {BUCKET_DIGITS}), count(*), sum(h)::text"
             f" from ({self._hashed(part)}) x group by 2"
+            for part in V.PARTS
         )
-        return self._run(part, ALL, select, V.BUCKETS, ())
+        return self._run(next(iter(V.PARTS)), ALL, select, V.BUCKETS, ())
 
-    def users(self, part: str, buckets: Sequence[str]) -> pl.DataFrame:
-        """``USERS`` of ``part`` for the users of ``buckets``."""
+    def users(self, buckets: Sequence[str]) -> pl.DataFrame:
+        """``USERS`` of every part for the users of ``buckets`` (one statement)."""
         if not buckets:
             return pl.DataFrame(schema=dict(V.USERS))
-        select = (
+        select = " union all ".join(
             f"select '{part}', user_id, count(*), sum(h)::text"
             f" from ({self._hashed(part)}) x group by 2"
+            for part in V.PARTS
         )
-        return self._run(part, Scope("buckets"), select, V.USERS, buckets)
+        return self._run(next(iter(V.PARTS)), Scope("buckets"), select, V.USERS, buckets)
 
     def rows(self, part: str, users: Sequence[str]) -> pl.DataFrame:
         """The rows of ``part`` of ``users`` (its ``PARTS`` columns)."""
@@ -127,6 +131,52 @@ def _latest_run(conn: psycopg.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+# Values that may be JSON strings holding a container: ``<table>:<id>`` key and the string's text.
+_STRINGS = """
+select 'tagged_models:' || id, circuit_parameters #>> '{}' from @schema@.tagged_models
+ where jsonb_typeof(circuit_parameters) = 'string'
+union all
+select 'user_profiles:' || id, parameters #>> '{}' from @schema@.user_profiles
+ where jsonb_typeof(parameters) = 'string'
+union all
+select 'user_sessions:' || id, saved_profiles #>> '{}' from @schema@.user_sessions
+ where jsonb_typeof(saved_profiles) = 'string'
+union all
+select 'saved_profiles:' || s.id || '#' || (e.n - 1), e.value->'parameters' #>> '{}'
+  from @schema@.user_sessions s
+ cross join lateral jsonb_array_elements(case when jsonb_typeof(s.saved_profiles) = 'array'
+       then s.saved_profiles else '[]'::jsonb end) with ordinality e(value, n)
+ where jsonb_typeof(e.value->'parameters') = 'string'
+"""
+
+
+def _strict_json(text: str) -> bool:
+    """Whether ``text`` is JSON PostgreSQL's jsonb accepts (no NaN or Infinity, no NUL)."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(constant)
+
+    try:
+        json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return False
+    return "\\u0000" not in text
+
+
+def _undecodable(source_url: str, schema: str) -> list[str]:
+    """The JSON strings that look like a JSON object or array but do not parse (the slow path,
+    taken only when the fast one met one)."""
+    with _read_only(source_url) as conn:
+        rows = conn.execute(in_schema(_STRINGS, schema)).fetchall()
+    return sorted(
+        key
+        for key, text in rows
+        if text is not None
+        and text.strip(" \t\n\r\f\v")[:1] in ("{", "[")
+        and not _strict_json(text)
+    )
+
+
 def verify(
     source_url: str,
     target_url: str,
@@ -136,6 +186,20 @@ def verify(
 ) -> V.Verification:
     """Verify the target against the source, after any sequence of runs: read-only; raises
     ``SourceSchemaMismatch`` / ``TargetSchemaMissing`` when a side lacks its tables."""
+    try:
+        return _verify(source_url, target_url, source_schema, target_schema, [])
+    except psycopg.errors.InvalidTextRepresentation:  # a JSON string that does not parse
+        undecodable = _undecodable(source_url, source_schema)
+        return _verify(source_url, target_url, source_schema, target_schema, undecodable)
+
+
+def _verify(
+    source_url: str,
+    target_url: str,
+    source_schema: str,
+    target_schema: str,
+    undecodable: list[str],
+) -> V.Verification:
     same = db.libpq_url(source_url) == db.libpq_url(target_url)
     parts = list(V.PARTS)
     with ExitStack() as stack:
@@ -155,7 +219,7 @@ def verify(
         source = _Side(
             src_conns,
             lambda scope: src_sql.source_ctes(source_schema, scope),
-            {"merged": merged},
+            {"merged": merged, "undecodable": undecodable},
             hashing,
         )
         target = _Side(
@@ -172,18 +236,17 @@ def _compare(
 ) -> V.Verification:
     parts = list(V.PARTS)
 
-    def target_buckets() -> pl.DataFrame:
-        return pl.concat([target.buckets(part) for part in parts])
+    def target_side() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        buckets = target.buckets()
+        if dst.execute(dst_sql.links_hold(schema, target.hashing)).fetchone()[0]:  # type: ignore[index]
+            link_rows = pl.DataFrame(schema=dict(V.LINK_ROWS))
+        else:
+            link_rows = _read(dst, dst_sql.links(schema), None, V.LINK_ROWS)
+        return buckets, link_rows, _read(dst, dst_sql.merge_problems(schema), None, V.MERGE_ROWS)
 
-    results = _concurrently(
-        target_buckets, *[lambda part=part: source.buckets(part) for part in parts]
-    )
-    a_buckets, e_buckets = results[0], pl.concat(results[1:])
+    e_buckets, (a_buckets, link_rows, merges) = _concurrently(source.buckets, target_side)
     drilled = V.buckets_to_drill(e_buckets, a_buckets)
-    e_users = pl.concat(
-        _concurrently(*[lambda part=part: source.users(part, drilled) for part in parts])
-    )
-    a_users = pl.concat([target.users(part, drilled) for part in parts])
+    e_users, a_users = _concurrently(lambda: source.users(drilled), lambda: target.users(drilled))
     detailed = V.users_to_detail(e_users, a_users)
     e_rows = dict(
         zip(
@@ -193,11 +256,6 @@ def _compare(
         )
     )
     a_rows = {part: target.rows(part, detailed[part]) for part in parts}
-    if dst.execute(dst_sql.links_hold(schema, target.hashing)).fetchone()[0]:  # type: ignore[index]
-        link_rows = pl.DataFrame(schema=dict(V.LINK_ROWS))
-    else:
-        link_rows = _read(dst, dst_sql.links(schema), None, V.LINK_ROWS)
-    merges = _read(dst, dst_sql.merge_problems(schema), None, V.MERGE_ROWS)
     differences = V.compare(V.Rows(e_rows), V.Rows(a_rows), detailed, link_rows, merges)
     checked = _users_checked(e_buckets, a_buckets, e_users, a_users, drilled)
     return V.verification(differences, checked, run_id)

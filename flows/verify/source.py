@@ -70,6 +70,9 @@ def source_ctes(schema: str, scope: Scope) -> sql.Composed:
     )
     order_latest = f'coalesce(updated_at, {v.EPOCH}) desc, source_id collate "C"'
     created = f"coalesce(u.created_at, a.first_at, a.last_at, {v.EPOCH})"
+    el_params = v.decoded(
+        "(e.value->'parameters')", "'saved_profiles:' || s.id || '#' || (e.n - 1)"
+    )
     merged_pick = {
         f: (
             f'(array_agg({f} order by updated_at desc nulls last, source_id collate "C")'
@@ -92,12 +95,13 @@ sess as materialized (
            as reason,
          s.session_name, s.description, s.environment_variables, s.visualization_settings,
          s.performance_settings, s.is_active, s.last_accessed, s.created_at, s.updated_at,
-         s.saved_profiles
+         {v.decoded("s.saved_profiles", "'user_sessions:' || s.id")} as saved_profiles
     from @schema@.user_sessions s left join auth.users u on u.id = s.user_id
    where {scope.users("coalesce(s.user_id::text, '')")}
 ),
 mods as (
-  select t.id, t.session_id, t.model_id, t.tag_name, t.tag_category, t.circuit_parameters as cp,
+  select t.id, t.session_id, t.model_id, t.tag_name, t.tag_category,
+         {v.decoded("t.circuit_parameters", "'tagged_models:' || t.id")} as cp,
          t.resnorm_value, t.tagged_at, t.notes, t.is_interesting,
          coalesce(t.user_id::text, s.user_id::text, '') as user_key,
          case when t.user_id is not null then ou.id else su.id end as uid,
@@ -113,7 +117,9 @@ mods as (
    where {scope.users("coalesce(t.user_id::text, s.user_id::text, '')")}
 ),
 mod_values as materialized (
-  select m.*,
+  select m.id, m.session_id, m.model_id, m.tag_name, m.tag_category, m.resnorm_value,
+         m.tagged_at, m.notes, m.is_interesting, m.user_key, m.uid, m.kept_session,
+         "Rsh", "Ra", "Ca", "Rb", "Cb", m.fr_lo_raw, m.fr_hi_raw,
          case when m.user_reason is not null then m.user_reason
               when not ({_all_usable()}) then 'invalid_parameters' end as reason,
          m.fr_lo_raw is not null and m.fr_hi_raw is not null as has_range
@@ -123,7 +129,8 @@ mod_values as materialized (
 ),
 profs as (
   select p.id, coalesce(p.user_id::text, '') as user_key, u.id is not null as known, p.name,
-         p.description, p.parameters as pj, p.grid_size, p.num_points, p.is_computed,
+         p.description, {v.decoded("p.parameters", "'user_profiles:' || p.id")} as pj,
+         p.grid_size, p.num_points, p.is_computed,
          {v.numeric("p.computation_time")} as computation_time, p.total_points, p.valid_points,
          p.computation_results, p.created_at, p.updated_at,
          {v.numeric("p.min_freq")} as min_col, {v.numeric("p.max_freq")} as max_col
@@ -148,7 +155,10 @@ prof_values as materialized (
 ),
 els as (
   select s.id as session_id, s.user_key, s.reason as s_reason, s.session_name,
-         s.created_at as s_created, s.updated_at as s_updated, e.value as el,
+         s.created_at as s_created, s.updated_at as s_updated,
+         (case when jsonb_typeof(e.value) = 'object' and e.value ? 'parameters'
+               then jsonb_set(e.value, '{{parameters}}', {el_params})
+               else e.value end) as el,
          (e.n - 1)::int as idx, s.id::text || '#' || (e.n - 1) as source_id
     from sess s
    cross join lateral jsonb_array_elements(

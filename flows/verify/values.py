@@ -126,6 +126,20 @@ def timestamp(text: str) -> str:
     )
 
 
+def decoded(json: str, key: str) -> str:
+    """The jsonb value ``json`` decoded once when it is a JSON *string* whose text is a JSON
+    object or array (the app wrote ``JSON.stringify(...)`` into jsonb columns); as it is
+    otherwise. ``key`` (SQL text naming the value, ``<table>:<id>``) is tested against the
+    parameter ``undecodable`` (text[]): strings known not to parse, which are left as they are
+    (PostgreSQL 15 cannot test a text for JSON without failing the query: the runner finds
+    them when the fast path fails)."""
+    text = f"({json} #>> '{{}}')"
+    return (
+        f"(case when jsonb_typeof({json}) = 'string' and btrim({text}, {WS}) ~ '^[[{{]'"
+        f" and not ({key} = any(%(undecodable)s::text[])) then {text}::jsonb else {json} end)"
+    )
+
+
 def stable_uuid(kind: str, key: str) -> str:
     """The derived id of ``transforms.ids.stable_uuid(kind, key)``: a version-8 uuid of the md5
     of ``circuit-migrate/<kind>/<key>`` (``key`` is SQL text)."""
