@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from flows import db, user_keys
+from flows.inspect import Inspection, inspect, row_text
 from schemas import frames
 from schemas.errors import SourceSchemaMismatch
 from transforms.elements import saved_profile_elements
@@ -68,36 +69,28 @@ def uuid_array(keys: Iterable[str]) -> str:
     return "{" + ",".join(str(uuid.UUID(k)) for k in keys) + "}"
 
 
-def check_source(conn: psycopg.Connection, schema: str) -> None:
-    """Raise SourceSchemaMismatch unless the legacy tables have the columns of DESIGN.md §3."""
-    expected = {
-        "user_sessions": frames.LEGACY_USER_SESSIONS,
-        "tagged_models": frames.LEGACY_TAGGED_MODELS,
-        "user_profiles": frames.LEGACY_USER_PROFILES,
-    }
+def check_source(
+    conn: psycopg.Connection, schema: str, drop_columns: Iterable[str] = ()
+) -> Inspection:
+    """The inspected legacy schema (:mod:`flows.inspect`); raises ``SourceSchemaMismatch``
+    (exit 4) naming every problem of every table at once, and where the legacy tables are when
+    another schema holds them."""
     if not db.table_exists(conn, "auth", "users"):
         raise SourceSchemaMismatch("source has no auth.users table", table="auth.users")
-    for table, columns in expected.items():
-        found = {
-            name
-            for (name,) in conn.execute(
-                "select column_name from information_schema.columns"
-                " where table_schema = %s and table_name = %s",
-                [schema, table],
-            ).fetchall()
-        }
-        if not found:
-            raise SourceSchemaMismatch(
-                f"source has no legacy table {schema}.{table} (wrong --source-schema?)",
-                table=f"{schema}.{table}",
-            )
-        missing = sorted(set(columns) - found)
-        if missing:
-            raise SourceSchemaMismatch(
-                f"legacy table {schema}.{table} lacks columns {', '.join(missing)}",
-                table=f"{schema}.{table}",
-                missing=missing,
-            )
+    found = inspect(conn, schema, drop_columns)
+    if not found.ok:
+        from flows.legacy_locate import legacy_hint
+
+        hint = (
+            legacy_hint(conn, schema) if any("no legacy table" in p for p in found.problems) else ""
+        )
+        raise SourceSchemaMismatch(
+            f"legacy schema {schema} cannot be migrated as it is: "
+            + "; ".join(found.problems)
+            + hint,
+            problems=list(found.problems),
+        )
+    return found
 
 
 def begin_snapshot(conn: psycopg.Connection) -> str:
@@ -133,7 +126,7 @@ def _element_count(column: str) -> str:
     )
 
 
-def _string_element_counts(conn: psycopg.Connection, schema: str) -> pl.DataFrame:
+def _string_element_counts(conn: psycopg.Connection, schema: str | Inspection) -> pl.DataFrame:
     """Per user key, the ``saved_profiles`` items of sessions whose ``saved_profiles`` is a JSON
     string, counted as the transform decodes them (few rows: read whole)."""
     k = user_keys.keyed(schema, "user_sessions")
@@ -156,7 +149,7 @@ def _string_element_counts(conn: psycopg.Connection, schema: str) -> pl.DataFram
     )
 
 
-def user_row_counts(conn: psycopg.Connection, schema: str) -> pl.DataFrame:
+def user_row_counts(conn: psycopg.Connection, schema: str | Inspection) -> pl.DataFrame:
     """Per user key (null: the rows with none), the legacy rows of each table it owns and its
     ``saved_profiles`` items, counted in SQL in the caller's snapshot: what a batch must read.
     Columns ``user_key`` and one per :data:`PLANNED_TABLES`, sorted by key (nulls last)."""
@@ -194,7 +187,7 @@ def user_row_counts(conn: psycopg.Connection, schema: str) -> pl.DataFrame:
     return counts.with_columns(pl.col("saved_profiles").fill_null(0)).select(list(schema_))
 
 
-def has_orphans(conn: psycopg.Connection, schema: str) -> bool:
+def has_orphans(conn: psycopg.Connection, schema: str | Inspection) -> bool:
     """Whether any legacy row has no user key at all (:mod:`flows.user_keys`)."""
     checks = []
     for table in LEGACY_TABLE_NAMES:
@@ -208,7 +201,9 @@ def has_orphans(conn: psycopg.Connection, schema: str) -> bool:
     return bool(row and row[0])
 
 
-def plan_batches(conn: psycopg.Connection, schema: str, batch_size: int) -> list[BatchRange]:
+def plan_batches(
+    conn: psycopg.Connection, schema: str | Inspection, batch_size: int
+) -> list[BatchRange]:
     """Contiguous user-key ranges of ``batch_size`` users each, then the orphan batch if any
     row has no user key; each batch carries the rows it must read (:func:`user_row_counts`)."""
     counts = user_row_counts(conn, schema)
@@ -250,7 +245,7 @@ def with_planned(batches: list[BatchRange], counts: pl.DataFrame) -> list[BatchR
     return out
 
 
-def _row_digests(schema: str) -> sql.Composed:
+def _row_digests(schema: str | Inspection) -> sql.Composed:
     """SQL (user_key, source_table, id, row_md5): every legacy row with its user key and the md5
     of its row text."""
     parts = []
@@ -258,14 +253,20 @@ def _row_digests(schema: str) -> sql.Composed:
         k = user_keys.keyed(schema, table)
         parts.append(
             sql.SQL(
-                "select {key} as user_key, {t} as source_table, x.id, md5(x::text) as row_md5"
+                "select {key} as user_key, {t} as source_table, x.id, md5({text}) as row_md5"
                 " from {rel} x {join}"
-            ).format(key=k.key, t=sql.Literal(table), rel=k.relation, join=k.join)
+            ).format(
+                key=k.key,
+                t=sql.Literal(table),
+                rel=k.relation,
+                join=k.join,
+                text=row_text(table),
+            )
         )
     return sql.SQL(" union all ").join(parts)  # type: ignore[return-value]
 
 
-def user_digests(conn: psycopg.Connection, schema: str) -> dict[str, str]:
+def user_digests(conn: psycopg.Connection, schema: str | Inspection) -> dict[str, str]:
     """Per user key: the legacy digest of the user's rows (all three tables) and auth user.
 
     ``md5(md5(string_agg(source_table || ':' || md5(row text), '|' order by source_table, id))
@@ -456,7 +457,7 @@ def key_map(keyed: Mapping[str, pl.DataFrame], key: str) -> pl.DataFrame:
     )
 
 
-def _batch_queries(schema: str, key_filter: sql.Composable) -> dict[str, sql.Composed]:
+def _batch_queries(schema: str | Inspection, key_filter: sql.Composable) -> dict[str, sql.Composed]:
     """Per legacy table, the query for the rows whose user key passes ``key_filter``, with the
     key as column ``_user_key``."""
     out = {}
@@ -475,7 +476,9 @@ def _batch_queries(schema: str, key_filter: sql.Composable) -> dict[str, sql.Com
     return out
 
 
-def extract_batch(conn: psycopg.Connection, schema: str, batch: BatchRange) -> LegacyBatch:
+def extract_batch(
+    conn: psycopg.Connection, schema: str | Inspection, batch: BatchRange
+) -> LegacyBatch:
     """All legacy rows of the batch's users, and their auth users, in bulk."""
     key_filter = batch.key_filter()
     keyed = {

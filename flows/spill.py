@@ -33,6 +33,7 @@ from flows.extract import (
     copy_frame,
     key_map,
 )
+from flows.inspect import Inspection, base_table, row_text
 from schemas import frames
 from schemas.errors import ConfigurationError, MigrationError
 
@@ -142,10 +143,35 @@ class BatchIndex:
         return out.rename("b")
 
 
-def _queries(schema: str) -> dict[str, user_keys.KeyedTable]:
-    """Per table: relation, join and user-key expression of the spill query."""
-    auth = user_keys.KeyedTable(sql.SQL("auth.users"), sql.SQL(""), sql.SQL("x.id"))
-    return {"auth_users": auth, **{t: user_keys.keyed(schema, t) for t in LEGACY_TABLE_NAMES}}
+@dataclass(frozen=True)
+class _Read:
+    """How the one pass reads a table: the keyed relation, the table itself (sizes), the
+    column holding each row's ctid, and the row digest expression."""
+
+    keyed: user_keys.KeyedTable
+    base: sql.Composable
+    ctid: str
+    md5: sql.Composable
+
+
+def _queries(source: str | Inspection) -> dict[str, _Read]:
+    """Per table: how the spill query reads it."""
+    auth = _Read(
+        user_keys.KeyedTable(sql.SQL("auth.users"), sql.SQL(""), sql.SQL("x.id")),
+        sql.SQL("auth.users"),
+        "ctid",
+        sql.SQL("md5(x::text)"),
+    )
+    legacy = {
+        t: _Read(
+            user_keys.keyed(source, t),
+            base_table(source, t),
+            "_ctid",
+            sql.SQL("md5({})").format(row_text(t)),
+        )
+        for t in LEGACY_TABLE_NAMES
+    }
+    return {"auth_users": auth, **legacy}
 
 
 def _pages(conn: psycopg.Connection, relation: sql.Composable) -> int:
@@ -183,33 +209,33 @@ def _schema_of(table: str) -> frames.Schema:
 def spill(
     source_url: str,
     snapshot: str,
-    schema: str,
+    source: str | Inspection,
     batches: Sequence[BatchRange],
     folder: Path,
     *,
     workers: int = 2,
     row_digests: bool = True,
     progress: Callable[[str], None] = lambda line: None,
+    check: Callable[[], None] = lambda: None,
 ) -> SpillSummary:
     """Read every legacy table and ``auth.users`` once, in ``snapshot`` (the run's), on
     ``workers`` connections at once, and write each row to the files of its batch under
     ``folder``; with ``row_digests``, each with its row md5 (without: the run already has its
-    users' digests, and the md5 of every row is most of the server's work)."""
+    users' digests, and the md5 of every row is most of the server's work). ``check`` runs
+    before each page range and may raise to stop the pass (an interrupt)."""
     index = BatchIndex(batches)
     with db.connect(source_url, autocommit=True) as conn:
         extract.use_snapshot(conn, snapshot)
-        queries = _queries(schema)
-        _check_disk(conn, [k.relation for k in queries.values()], folder)
+        queries = _queries(source)
+        _check_disk(conn, [r.base for r in queries.values()], folder)
         jobs = [
             (table, chunk, query)
-            for table, k in queries.items()
+            for table, r in queries.items()
             for chunk, query in enumerate(
                 _chunk_queries(
                     table,
-                    k.relation,
-                    k.join,
-                    k.key,
-                    _pages(conn, k.relation),
+                    r,
+                    _pages(conn, r.base),
                     row_digests=row_digests,
                 )
             )
@@ -221,6 +247,7 @@ def spill(
 
     def run(job: tuple[str, int, sql.Composable]) -> tuple[str, int, int]:
         table, chunk, query = job
+        check()
         if not hasattr(local, "conn"):
             local.conn = db.connect(source_url, autocommit=True)
             extract.use_snapshot(local.conn, snapshot)
@@ -255,13 +282,7 @@ def spill(
 
 
 def _chunk_queries(
-    table: str,
-    relation: sql.Composable,
-    join: sql.Composable,
-    key: sql.Composable,
-    pages: int,
-    *,
-    row_digests: bool,
+    table: str, read: _Read, pages: int, *, row_digests: bool
 ) -> list[sql.Composable]:
     """One query per page range of the table; the last range is open-ended (the table may have
     grown since its size was read)."""
@@ -270,22 +291,25 @@ def _chunk_queries(
     out: list[sql.Composable] = []
     for chunk, start in enumerate(starts):
         upper = (
-            sql.SQL(" and x.ctid < {}::tid").format(sql.Literal(f"({start + step},0)"))
+            sql.SQL(" and x.{} < {}::tid").format(
+                sql.Identifier(read.ctid), sql.Literal(f"({start + step},0)")
+            )
             if chunk < len(starts) - 1
             else sql.SQL("")
         )
         out.append(
             sql.SQL(
                 "select {cols}, ({key})::text as {k}, {md5} as {h} from {rel} x {join}"
-                " where x.ctid >= {lo}::tid{upper}"
+                " where x.{ctid} >= {lo}::tid{upper}"
             ).format(
                 cols=_select_list(_schema_of(table), "x"),
-                key=key,
+                key=read.keyed.key,
                 k=sql.Identifier(KEY),
                 h=sql.Identifier(ROW_MD5),
-                md5=sql.SQL("md5(x::text)" if row_digests else "null::text"),
-                rel=relation,
-                join=join,
+                md5=read.md5 if row_digests else sql.SQL("null::text"),
+                rel=read.keyed.relation,
+                join=read.keyed.join,
+                ctid=sql.Identifier(read.ctid),
                 lo=sql.Literal(f"({start},0)"),
                 upper=upper,
             )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from flows.inspect import Inspection, relation
+
 
 @dataclass(frozen=True)
 class KeyedTable:
@@ -24,17 +26,16 @@ class KeyedTable:
     key: sql.Composable
 
 
-def keyed(schema: str, table: str) -> KeyedTable:
-    """The user key of legacy ``table`` (user_sessions, tagged_models, user_profiles) in
-    ``schema``, for rows aliased ``x``."""
-    s = sql.Identifier(schema)
-    relation = sql.SQL("{}.{}").format(s, sql.Identifier(table))
+def keyed(source: str | Inspection, table: str) -> KeyedTable:
+    """The user key of legacy ``table`` (user_sessions, tagged_models, user_profiles) of
+    ``source`` (an inspected schema, or a schema name), for rows aliased ``x``."""
+    rel = relation(source, table)
     if table == "tagged_models":
         return KeyedTable(
-            relation,
-            sql.SQL(
-                "left join {}.user_sessions s on x.user_id is null and s.id = x.session_id"
-            ).format(s),
+            rel,
+            sql.SQL("left join {} s on x.user_id is null and s.id = x.session_id").format(
+                relation(source, "user_sessions")
+            ),
             sql.SQL("coalesce(x.user_id, s.user_id)"),
         )
-    return KeyedTable(relation, sql.SQL(""), sql.SQL("x.user_id"))
+    return KeyedTable(rel, sql.SQL(""), sql.SQL("x.user_id"))

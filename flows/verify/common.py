@@ -28,6 +28,20 @@ def in_schema(text: str, schema: str) -> sql.Composed:
     return out
 
 
+def in_relations(text: str, relations: Mapping[str, sql.Composable]) -> sql.Composed:
+    """``text`` with every ``@name@`` of ``relations`` replaced by that relation (SQL)."""
+    parts: list[sql.Composable] = []
+    rest = text
+    while True:
+        at = [(rest.find(f"@{n}@"), n) for n in relations if f"@{n}@" in rest]
+        if not at:
+            parts.append(sql.SQL(rest))
+            return sql.Composed(parts)
+        index, name = min(at)
+        parts += [sql.SQL(rest[:index]), relations[name]]
+        rest = rest[index + len(name) + 2 :]
+
+
 def listed(expr: str, param: str, type_: str) -> str:
     """Whether ``expr`` is in the array parameter ``param`` (a hashed subplan; a function scan,
     unlike ``unnest`` in a select list, keeps the query parallel-safe)."""

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from flows import db
-from flows.extract import check_source
+from flows.inspect import inspect
 from flows.ledger import require_ledger
 from flows.verify import source as src_sql
 from flows.verify import target as dst_sql
@@ -167,7 +167,7 @@ def _undecodable(source_url: str, schema: str) -> list[str]:
     """The JSON strings that look like a JSON object or array but do not parse (the slow path,
     taken only when the fast one met one)."""
     with _read_only(source_url) as conn:
-        rows = conn.execute(in_schema(_STRINGS, schema)).fetchall()
+        rows = conn.execute(in_schema(_STRINGS, schema)).fetchall()  # raw tables: as stored
     return sorted(
         key
         for key, text in rows
@@ -209,7 +209,8 @@ def _verify(
         merged = [r[0] for r in dst.execute(dst_sql.merged_ids(target_schema)).fetchall()]
         snapshot = _snapshot(dst) if same else None
         first = stack.enter_context(_read_only(source_url, snapshot))
-        check_source(first, source_schema)
+        legacy = inspect(first, source_schema, reading_only=True)
+        legacy.raise_for_problems()
         probes = {conn.execute(PROBE).fetchone() for conn in (first, dst)}
         hashing = Hashing(portable=len(probes) > 1)
         shared = _snapshot(first)
@@ -218,7 +219,7 @@ def _verify(
         }
         source = _Side(
             src_conns,
-            lambda scope: src_sql.source_ctes(source_schema, scope),
+            lambda scope: src_sql.source_ctes(legacy, scope),
             {"merged": merged, "undecodable": undecodable},
             hashing,
         )

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from flows.inspect import LEGACY_TABLES, Inspection
 from flows.verify import values as v
-from flows.verify.common import Scope, in_schema
+from flows.verify.common import Scope, in_relations
 
 PARAMETERS = ("Rsh", "Ra", "Ca", "Rb", "Cb")
 UNNAMED = "Untitled circuit"  # a saved_profiles element without a usable name
@@ -58,10 +59,11 @@ def _key_join() -> str:
     return " and ".join(f"b.k{i} = k.k{i}" for i in range(7))
 
 
-def source_ctes(schema: str, scope: Scope) -> sql.Composed:
+def source_ctes(source: Inspection, scope: Scope) -> sql.Composed:
     """``with ...`` defining ``tagged_models_rows``, ``user_sessions_rows``,
     ``circuit_configurations_rows``, ``user_profiles_rows`` and ``quarantine_rows`` for the users
-    in ``scope`` (parameters: ``scope``, ``merged``)."""
+    in ``scope`` (parameters: ``scope``, ``merged``, ``undecodable``), from the legacy tables
+    as ``source`` reads them (an absent optional column as its default)."""
     grid_lo, grid_hi = GRID_RANGE
     pts_lo, pts_hi = POINTS_RANGE
     d_grid, d_lo, d_hi, d_points = PROFILE_DEFAULTS
@@ -96,7 +98,7 @@ sess as materialized (
          s.session_name, s.description, s.environment_variables, s.visualization_settings,
          s.performance_settings, s.is_active, s.last_accessed, s.created_at, s.updated_at,
          {v.decoded("s.saved_profiles", "'user_sessions:' || s.id")} as saved_profiles
-    from @schema@.user_sessions s left join auth.users u on u.id = s.user_id
+    from @user_sessions@ s left join auth.users u on u.id = s.user_id
    where {scope.users("coalesce(s.user_id::text, '')")}
 ),
 mods as (
@@ -110,8 +112,8 @@ mods as (
          case when su.id is not null
                and s.user_id = (case when t.user_id is not null then ou.id else su.id end)
               then s.id end as kept_session
-    from @schema@.tagged_models t
-    left join @schema@.user_sessions s on s.id = t.session_id
+    from @tagged_models@ t
+    left join @user_sessions@ s on s.id = t.session_id
     left join auth.users su on su.id = s.user_id
     left join auth.users ou on ou.id = t.user_id
    where {scope.users("coalesce(t.user_id::text, s.user_id::text, '')")}
@@ -134,7 +136,7 @@ profs as (
          {v.numeric("p.computation_time")} as computation_time, p.total_points, p.valid_points,
          p.computation_results, p.created_at, p.updated_at,
          {v.numeric("p.min_freq")} as min_col, {v.numeric("p.max_freq")} as max_col
-    from @schema@.user_profiles p left join auth.users u on u.id = p.user_id
+    from @user_profiles@ p left join auth.users u on u.id = p.user_id
    where {scope.users("coalesce(p.user_id::text, '')")}
 ),
 prof_values as materialized (
@@ -359,4 +361,4 @@ quarantine_rows as (
    where s.saved_profiles is not null and jsonb_typeof(s.saved_profiles) <> 'array'
 )
 """
-    return in_schema(text, schema)
+    return in_relations(text, {t: source.relation(t) for t in LEGACY_TABLES})

@@ -177,8 +177,8 @@ def test_source_schema_is_checked(conn: Conn) -> None:
         extract.check_source(conn, "public")
     conn.execute("begin")
     try:
-        conn.execute("alter table legacy.tagged_models drop column resnorm_value")
-        with pytest.raises(SourceSchemaMismatch, match="lacks columns resnorm_value"):
+        conn.execute("alter table legacy.tagged_models drop column circuit_parameters")
+        with pytest.raises(SourceSchemaMismatch, match="lacks required columns circuit_param"):
             extract.check_source(conn, SCHEMA)
     finally:
         conn.execute("rollback")
