@@ -2,8 +2,9 @@
 ``reports/``, which never touches a database or a file).
 
 ``<report-dir>/<run_id>/`` holds ``report.json``, ``report.md``, ``report.html``,
-``quarantine.csv`` and ``review.csv``; ``compare-<other run>.json`` when compared. No URL is
-ever written: the ledger holds none, and errors pass through ``db.redact``.
+``quarantine.csv`` and ``review.csv``; ``compare-<other run>.json`` when compared;
+``<report-dir>/index.html`` lists every run of the ledger. No URL is ever written: the ledger
+holds none, and errors pass through ``db.redact``.
 """
 
 from __future__ import annotations
@@ -21,18 +22,25 @@ from psycopg import sql
 from rich.table import Table
 
 from flows import db, ledger
+from flows.decisions import review_list
 from flows.extract import copy_frame
 from reports.compare import FLAGGED, QUARANTINE_KEYS, compare_runs
 from reports.html import render_html
+from reports.index import render_index
+from reports.markdown import render_markdown
 from reports.reconcile import (
+    EXAMPLE_CHARS,
+    INDEX_FILE,
     LINK_GROUPS,
+    QUARANTINE_EXAMPLES,
     QUARANTINE_GROUPS,
     REJECTED_GROUPS,
+    REPAIR_EXAMPLES,
     REPAIR_GROUPS,
+    REPORT_FILES,
     TARGET_TABLES,
     BatchRow,
     RunFacts,
-    render_markdown,
     run_report,
 )
 from reports.review import (
@@ -91,55 +99,46 @@ def _require_ledger(conn: psycopg.Connection) -> None:
 
 
 def _review(conn: psycopg.Connection, run_id: str, schema: str) -> pl.DataFrame:
+    return review_list(conn, run_id, schema)  # the run's review list, dry runs too
+
+
+_REJECTED_CONSTRAINT = "coalesce(substring(detail from '[(]([^()]+)[)]$'), detail, 'unknown')"
+"""SQL: the constraint a ``database_rejected`` row's detail names, else the detail."""
+
+
+def _examples(conn: psycopg.Connection, run_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One quarantined row per reason and one repaired row per kind of the run (the first by
+    source table and id), values cut to ``EXAMPLE_CHARS``."""
+    cut = sql.Literal(EXAMPLE_CHARS)
     run = sql.Literal(run_id)
-    tables: sql.Composable
-    configs: sql.Composable
-    if not all(db.table_exists(conn, schema, t) for t in TARGET_TABLES):
-        tables = sql.SQL(
-            "(select null::uuid as id, null::uuid as user_id, null::text as model_id,"
-            " null::text as tag_name where false)"
-        )
-        configs = sql.SQL("(select null::uuid as id, null::text as name where false)")
-    else:
-        tables = sql.SQL("{}.tagged_models").format(sql.Identifier(schema))
-        configs = sql.SQL("{}.circuit_configurations").format(sql.Identifier(schema))
-    links = copy_frame(
+    quarantine = copy_frame(
         conn,
         sql.SQL(
-            "select l.tagged_model_id::text, l.circuit_config_id::text, l.method,"
-            " l.confidence::float8, t.user_id::text, t.model_id, t.tag_name, l.evidence::text"
-            " from migration.links l left join {tables} t on t.id = l.tagged_model_id"
-            " where l.run_id = {run} and l.needs_review"
-            " order by t.user_id nulls last, l.tagged_model_id"
-        ).format(tables=tables, run=run),
-        REVIEW_LINKS,
+            "select distinct on (reason) reason, source_table, source_id, left(detail, {cut}),"
+            " left(payload::text, {cut}) from migration.quarantine where run_id = {run}"
+            ' order by reason, source_table collate "C", source_id collate "C"'
+        ).format(cut=cut, run=run),
+        QUARANTINE_EXAMPLES,
     )
-    names = copy_frame(
+    repairs = copy_frame(
         conn,
         sql.SQL(
-            "select c.id::text, c.name from {configs} c where c.id in ("
-            " select l.circuit_config_id from migration.links l"
-            "  where l.run_id = {run} and l.needs_review"
-            " union select (e->>'id')::uuid from migration.links l,"
-            "  jsonb_array_elements(case when jsonb_typeof(l.evidence->'top') = 'array'"
-            "   then l.evidence->'top' else '[]'::jsonb end) e"
-            "  where l.run_id = {run} and l.needs_review and e->>'id' is not null)"
-        ).format(configs=configs, run=run),
-        CONFIG_NAMES,
+            "select distinct on (kind) kind, source_table, source_id, field,"
+            " left(original, {cut}), left(repaired, {cut}) from migration.repairs"
+            ' where run_id = {run} order by kind, source_table collate "C", source_id collate "C"'
+        ).format(cut=cut, run=run),
+        REPAIR_EXAMPLES,
     )
-    return review_frame(links, names)
+    return quarantine, repairs
 
 
 def read_run(conn: psycopg.Connection, run_id: str, *, lists: bool = True) -> RunData:
-    """Everything the report of ``run_id`` needs, read in bulk; the quarantine and review
-    lists only when ``lists``."""
+    """Everything the report of ``run_id`` (a uuid or ``latest``) needs, read in bulk; the
+    quarantine and review lists only when ``lists``."""
     _require_ledger(conn)
     record = ledger.get_run(conn, run_id)
     run_id = record.run_id
-    times = conn.execute(
-        "select started_at, finished_at from migration.runs where run_id = %s", [run_id]
-    ).fetchone()
-    started, finished = times if times else (None, None)
+    started, finished = record.started_at, record.finished_at
     rows = conn.execute(
         "select batch_no, status, attempts, error, coalesce(counts, '{}'::jsonb),"
         " extract(epoch from finished_at - started_at)::float8, started_at, finished_at"
@@ -147,6 +146,7 @@ def read_run(conn: psycopg.Connection, run_id: str, *, lists: bool = True) -> Ru
         [run_id],
     ).fetchall()
     schema = str(record.options.get("target_schema") or "public")
+    quarantine_examples, repair_examples = _examples(conn, run_id)
     facts = RunFacts(
         started_at=started,
         finished_at=finished,
@@ -175,12 +175,13 @@ def read_run(conn: psycopg.Connection, run_id: str, *, lists: bool = True) -> Ru
         ),
         rejected=_grouped(
             conn,
-            "select coalesce(substring(detail from '[(]([^()]+)[)]$'), detail, 'unknown'),"
-            " count(*) from migration.quarantine where run_id = %s"
-            " and reason = 'database_rejected' group by 1 order by 1",
+            f"select {_REJECTED_CONSTRAINT}, count(*) from migration.quarantine"
+            " where run_id = %s and reason = 'database_rejected' group by 1 order by 1",
             run_id,
             REJECTED_GROUPS,
         ),
+        quarantine_examples=quarantine_examples,
+        repair_examples=repair_examples,
     )
     report = run_report(
         run_id, record.status, record.dry_run, [BatchRow(*row) for row in rows], facts
@@ -214,29 +215,130 @@ def write_quarantine(conn: psycopg.Connection, run_id: str, path: Path) -> int:
 
 @dataclass(frozen=True)
 class WrittenReport:
-    """Where a run's report files went, and the verdict and rejected rows they state."""
+    """Where a run's report files went, the verdict and rejected rows they state, and the
+    whole report.json document."""
 
     folder: Path
     verdict: Mapping[str, Any]
     rejected_rows: int
+    report: Mapping[str, Any]
 
 
 def write_run_report(target_url: str, run_id: str, report_dir: Path) -> WrittenReport:
-    """Write the run's report files under ``report_dir/run_id``."""
+    """Write the run's report files under ``report_dir/run_id`` (``run_id`` a uuid or
+    ``latest``), and the runs index ``report_dir/index.html``."""
     with db.connect(target_url, autocommit=True) as conn:
         data = read_run(conn, run_id)
         report = data.report
         folder = report_dir / report["run_id"]
         folder.mkdir(parents=True, exist_ok=True)
         write_quarantine(conn, report["run_id"], folder / "quarantine.csv")
-    review = _kept_review(report, folder / "review.csv")
-    report["links"]["review_list"] = "ledger" if review is None else "kept review.csv"
-    review = data.review if review is None else review
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (folder / "report.md").write_text(render_markdown(report))
-    (folder / "report.html").write_text(render_html(report, review))
-    review.write_csv(folder / "review.csv")
-    return WrittenReport(folder, report["verdict"], int(report["rejected"]["rows"]))
+        review = _kept_review(report, folder / "review.csv")
+        report["links"]["review_list"] = "ledger" if review is None else "kept review.csv"
+        review = data.review if review is None else review
+        (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (folder / "report.md").write_text(render_markdown(report))
+        (folder / "report.html").write_text(render_html(report, review))
+        review.write_csv(folder / "review.csv")
+        write_index(conn, report_dir)
+    return WrittenReport(folder, report["verdict"], int(report["rejected"]["rows"]), report)
+
+
+def _ledger_verdicts(
+    conn: psycopg.Connection, runs: list[ledger.RunListing]
+) -> dict[str, Mapping[str, Any]]:
+    """The verdict of each of ``runs`` judged from the ledger alone (without the target row
+    counts), read in bulk: three queries whatever the number of runs."""
+    if not runs:
+        return {}
+    ids = [run.run_id for run in runs]
+    batches: dict[str, list[BatchRow]] = {run_id: [] for run_id in ids}
+    for run_id, *row in conn.execute(
+        "select run_id::text, batch_no, status, attempts, error, coalesce(counts, '{}'::jsonb)"
+        " from migration.batches where run_id = any(%s::uuid[]) order by run_id, batch_no",
+        [ids],
+    ).fetchall():
+        batches[run_id].append(BatchRow(*row))
+    quarantine = _grouped_by_run(
+        conn,
+        "select run_id::text, source_table, reason, count(*) from migration.quarantine"
+        " where run_id = any(%s::uuid[]) group by 1, 2, 3",
+        ids,
+        QUARANTINE_GROUPS,
+    )
+    rejected = _grouped_by_run(
+        conn,
+        f"select run_id::text, {_REJECTED_CONSTRAINT}, count(*) from migration.quarantine"
+        " where run_id = any(%s::uuid[]) and reason = 'database_rejected' group by 1, 2",
+        ids,
+        REJECTED_GROUPS,
+    )
+    verdicts: dict[str, Mapping[str, Any]] = {}
+    for run in runs:
+        facts = RunFacts(
+            options=run.options,
+            quarantine=quarantine.get(run.run_id, pl.DataFrame(schema=dict(QUARANTINE_GROUPS))),
+            rejected=rejected.get(run.run_id, pl.DataFrame(schema=dict(REJECTED_GROUPS))),
+        )
+        report = run_report(run.run_id, run.status, run.dry_run, batches[run.run_id], facts)
+        verdicts[run.run_id] = report["verdict"]
+    return verdicts
+
+
+def _grouped_by_run(
+    conn: psycopg.Connection,
+    query: str,
+    ids: list[str],
+    schema: Mapping[str, pl.DataType | type[pl.DataType]],
+) -> dict[str, pl.DataFrame]:
+    rows = conn.execute(query, [ids]).fetchall()
+    frame = pl.DataFrame(rows, schema={"run_id": pl.String, **schema}, orient="row")
+    return {
+        str(key[0]): part.drop("run_id")
+        for key, part in frame.partition_by("run_id", as_dict=True).items()
+    }
+
+
+def _stated_verdict(folder: Path) -> Mapping[str, Any] | None:
+    """The verdict the run's report.json in ``folder`` states, if it is there and ours."""
+    try:
+        stated = json.loads((folder / "report.json").read_text()).get("verdict")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stated if isinstance(stated, dict) and "level" in stated else None
+
+
+def write_index(conn: psycopg.Connection, report_dir: Path) -> Path:
+    """Write ``report_dir/index.html``: every run of the ledger, newest first, with the verdict
+    its report.json states (from the ledger for a run with no report here) and links to the
+    report files its folder holds. Returns the path."""
+    runs = ledger.recent_runs(conn, limit=None)
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        folder = report_dir / run.run_id
+        stated = _stated_verdict(folder)
+        rows.append(
+            {
+                **run.as_dict(),
+                "verdict": stated,
+                "verdict_from": "report" if stated else "ledger",
+                "files": [name for name in REPORT_FILES if (folder / name).is_file()],
+            }
+        )
+    unstated = [
+        run
+        for run, row in zip(runs, rows, strict=True)
+        if not row["verdict"] and run.status != "running"
+    ]
+    judged = _ledger_verdicts(conn, unstated)
+    for row in rows:
+        row["verdict"] = row["verdict"] or judged.get(row["run_id"])
+    path = report_dir / INDEX_FILE
+    report_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(render_index(rows, REPORT_FILES))
+    partial.replace(path)
+    return path
 
 
 def _kept_review(report: Mapping[str, Any], path: Path) -> pl.DataFrame | None:
@@ -285,6 +387,49 @@ def publish_report_artifacts(target_url: str, run_id: str) -> None:
         )
 
 
+def migrate_flow_run_name() -> str:
+    """The name of a ``migrate`` flow run (its decorator's ``flow_run_name``): the run id it
+    migrates, ``retry-<run id>`` for a retry, so the Prefect UI and the ledger agree."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    run_id = parameters.get("run_id")
+    if not run_id:
+        return "migrate-new-run"
+    return f"retry-{run_id}" if parameters.get("retry") else str(run_id)
+
+
+def flow_run_url(run_id: str) -> str | None:
+    """The Prefect UI page of the latest flow run named after ``run_id`` (its retries too),
+    when a Prefect server is configured (``PREFECT_API_URL``); None without one, when the run
+    is not found, or when the server does not answer (never raises)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import get_current_settings
+    from prefect.utilities.urls import url_for
+
+    settings = get_current_settings()
+    if not settings.api.url:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(any_=[run_id, f"retry-{run_id}"])
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=1,
+            )
+    except Exception as exc:  # the link is a courtesy: never fail a command for it
+        logging.getLogger(__name__).debug("no Prefect flow run link: %s", exc)
+        return None
+    if not found:
+        return None
+    base = settings.ui_url or settings.api.url.removesuffix("/api")
+    return url_for("flow-run", obj_id=found[0].id, default_base_url=base)
+
+
 def _flagged(conn: psycopg.Connection, run_id: str) -> pl.DataFrame:
     rows = conn.execute(
         "select tagged_model_id::text, circuit_config_id::text, method, confidence::float8"
@@ -308,18 +453,20 @@ def _quarantine_keys(conn: psycopg.Connection, run_id: str) -> pl.DataFrame:
 def _flagged_of(
     conn: psycopg.Connection, report: Mapping[str, Any], report_dir: Path
 ) -> tuple[pl.DataFrame, bool]:
-    """The run's flagged links: from the ledger while it still holds them all, else from the
-    review.csv written after the run (a later run re-links models and takes their rows)."""
+    """The run's flagged links: from the run's own review list (``migration.review_list``,
+    dry runs included), else, for runs recorded before it existed, from ``migration.links``
+    while it still holds them all (a later run re-links models and takes their rows)."""
     links = report["links"]
+    rows = conn.execute(
+        "select tagged_model_id::text, circuit_config_id::text, method, confidence::float8"
+        " from migration.review_list where run_id = %s and needs_review",
+        [report["run_id"]],
+    ).fetchall()
+    listed = pl.DataFrame(rows, schema=dict(FLAGGED), orient="row")
+    if listed.height >= links["needs_review"]:
+        return listed, True
     flagged = _flagged(conn, report["run_id"])
-    if flagged.height >= links["needs_review"]:
-        return flagged, True
-    saved = report_dir / report["run_id"] / "review.csv"
-    try:
-        frame = pl.read_csv(saved, columns=list(FLAGGED), schema_overrides=dict(FLAGGED))
-    except (pl.exceptions.PolarsError, OSError):  # none, or not ours any more
-        return flagged, False
-    return frame, frame.height >= links["needs_review"]
+    return flagged, flagged.height >= links["needs_review"]
 
 
 def compare_reports(

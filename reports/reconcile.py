@@ -3,19 +3,20 @@
 Inputs are the run's batches (:class:`BatchRow`, counts as ``flows.migrate.run_batch`` records
 them) and :class:`RunFacts` (grouped ledger frames and target row counts, fixed columns below).
 :func:`run_report` returns the ``report.json`` document: the DESIGN.md section 8 fields, then
-the extensions (targets, confidence histogram, quarantine, repairs, stages, batches, verdict).
+the extensions (targets, confidence histogram, quarantine and repairs with an example row per
+code, stages, batches, verdict). ``reports.markdown`` and ``reports.html`` render it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
+from schemas.contract import LINK_METHODS, QUARANTINE_REASONS, REPAIR_KINDS
 from schemas.tables import SOURCE_TABLES
 
 ACCOUNTING_KEYS = ("source", "migrated", "merged", "quarantined")
@@ -23,8 +24,10 @@ TARGET_TABLES = ("user_profiles", "circuit_configurations", "user_sessions", "ta
 STAGES = ("extract", "transform", "validate", "load")
 HISTOGRAM_BINS = 10
 REPORT_FILES = ("report.json", "report.md", "report.html", "quarantine.csv", "review.csv")
-# Batches listed one by one in report.md (the failed ones always are).
-MARKDOWN_BATCHES = 50
+INDEX_FILE = "index.html"
+"""The page in the report folder (next to the runs' folders) that lists every run."""
+EXAMPLE_CHARS = 300
+"""An example row's payload or value is cut to this many characters in report.json."""
 
 LINK_GROUPS: Mapping[str, pl.DataType | type[pl.DataType]] = {
     "method": pl.String,
@@ -54,6 +57,25 @@ REPAIR_GROUPS: Mapping[str, pl.DataType | type[pl.DataType]] = {
     "rows": pl.Int64,
 }
 """The run's ``migration.repairs`` rows grouped by (source_table, kind, field)."""
+
+QUARANTINE_EXAMPLES: Mapping[str, pl.DataType | type[pl.DataType]] = {
+    "reason": pl.String,
+    "source_table": pl.String,
+    "source_id": pl.String,
+    "detail": pl.String,
+    "payload": pl.String,  # the original as JSON text, cut to EXAMPLE_CHARS
+}
+"""One quarantined row of the run per reason (the first by source table and id)."""
+
+REPAIR_EXAMPLES: Mapping[str, pl.DataType | type[pl.DataType]] = {
+    "kind": pl.String,
+    "source_table": pl.String,
+    "source_id": pl.String,
+    "field": pl.String,
+    "original": pl.String,
+    "repaired": pl.String,
+}
+"""One repaired row of the run per kind (the first by source table and id)."""
 
 HISTOGRAM: Mapping[str, pl.DataType | type[pl.DataType]] = {
     "bin_from": pl.Float64,
@@ -105,6 +127,8 @@ class RunFacts:
     quarantine: pl.DataFrame = field(default_factory=lambda: _empty(QUARANTINE_GROUPS))
     repairs: pl.DataFrame = field(default_factory=lambda: _empty(REPAIR_GROUPS))
     rejected: pl.DataFrame = field(default_factory=lambda: _empty(REJECTED_GROUPS))
+    quarantine_examples: pl.DataFrame = field(default_factory=lambda: _empty(QUARANTINE_EXAMPLES))
+    repair_examples: pl.DataFrame = field(default_factory=lambda: _empty(REPAIR_EXAMPLES))
 
 
 @dataclass(frozen=True)
@@ -201,11 +225,14 @@ def link_report(batches: Sequence[BatchRow], links: pl.DataFrame) -> dict[str, A
     the same by method, the confidence histogram and the mean confidence."""
     by_method: dict[str, int] = {}
     needs_review = 0
+    decisions: dict[str, int] = {}
     for batch in _succeeded(batches):
         counted = batch.counts.get("links", {})
         for method, n in counted.get("by_method", {}).items():
             by_method[method] = by_method.get(method, 0) + int(n)
         needs_review += int(counted.get("needs_review", 0))
+        for key, n in (counted.get("decisions") or {}).items():
+            decisions[key] = decisions.get(key, 0) + int(n)
     recorded = int(links["links"].sum()) if links.height else 0
     per_method = (
         links.group_by("method").agg(pl.col("links").sum()).sort("method").rows()
@@ -218,6 +245,7 @@ def link_report(batches: Sequence[BatchRow], links: pl.DataFrame) -> dict[str, A
     return {
         "by_method": dict(sorted(by_method.items())),
         "needs_review": needs_review,
+        "decisions": decisions,  # the reviewer's recorded decisions: applied, not applied
         "decided": decided,
         "recorded": recorded,
         "recorded_by_method": {str(m): int(n) for m, n in per_method},
@@ -228,8 +256,20 @@ def link_report(batches: Sequence[BatchRow], links: pl.DataFrame) -> dict[str, A
     }
 
 
-def quarantine_report(groups: pl.DataFrame) -> dict[str, Any]:
-    """Quarantined rows: total, by reason, and by (source table, reason), largest first."""
+def _examples(frame: pl.DataFrame | None, key: str) -> dict[str, dict[str, Any]]:
+    """``{code: the example row without its code}``, values cut to ``EXAMPLE_CHARS``."""
+    if frame is None or not frame.height:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for row in frame.sort(key).iter_rows(named=True):
+        code = str(row.pop(key))
+        out[code] = {k: v[:EXAMPLE_CHARS] if isinstance(v, str) else v for k, v in row.items()}
+    return out
+
+
+def quarantine_report(groups: pl.DataFrame, examples: pl.DataFrame | None = None) -> dict[str, Any]:
+    """Quarantined rows: total, by reason, by (source table, reason), largest first, and one
+    example row per reason (``examples``, shape ``QUARANTINE_EXAMPLES``)."""
     by_reason = groups.group_by("reason").agg(pl.col("rows").sum())
     by_reason = by_reason.sort(["rows", "reason"], descending=[True, False])
     detail = groups.sort(["rows", "source_table", "reason"], descending=[True, False, False])
@@ -237,6 +277,7 @@ def quarantine_report(groups: pl.DataFrame) -> dict[str, Any]:
         "total": int(groups["rows"].sum()) if groups.height else 0,
         "by_reason": {str(r): int(n) for r, n in by_reason.rows()},
         "by_table": detail.to_dicts(),
+        "examples": _examples(examples, "reason"),
     }
 
 
@@ -249,8 +290,9 @@ def rejected_report(groups: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def repairs_report(groups: pl.DataFrame) -> dict[str, Any]:
-    """Repairs: total, by kind, and by (source table, kind, field), largest first."""
+def repairs_report(groups: pl.DataFrame, examples: pl.DataFrame | None = None) -> dict[str, Any]:
+    """Repairs: total, by kind, by (source table, kind, field), largest first, and one example
+    row per kind (``examples``, shape ``REPAIR_EXAMPLES``)."""
     by_kind = groups.group_by("kind").agg(pl.col("rows").sum())
     by_kind = by_kind.sort(["rows", "kind"], descending=[True, False])
     detail = groups.sort(
@@ -260,6 +302,7 @@ def repairs_report(groups: pl.DataFrame) -> dict[str, Any]:
         "total": int(groups["rows"].sum()) if groups.height else 0,
         "by_kind": {str(k): int(n) for k, n in by_kind.rows()},
         "by_field": detail.to_dicts(),
+        "examples": _examples(examples, "kind"),
     }
 
 
@@ -370,7 +413,8 @@ def verdict(report: Mapping[str, Any]) -> Verdict:
         )
         reasons.append(f"the target database rejected {rejected} rows ({per})")
     if reasons:
-        headline = "Failed: " + reasons[0]
+        stopped = report.get("status") == "interrupted"  # by SIGINT or SIGTERM
+        headline = ("Interrupted: " if stopped else "Failed: ") + reasons[0]
         if unfinished:
             headline += f"; re-run with `{retry_command(report['run_id'])}`"
         return Verdict("failed", headline, tuple(reasons))
@@ -446,8 +490,8 @@ def run_report(
         "options": dict(facts.options),
         "identity": balanced,
         "targets": targets,
-        "quarantine": quarantine_report(facts.quarantine),
-        "repairs": repairs_report(facts.repairs),
+        "quarantine": quarantine_report(facts.quarantine, facts.quarantine_examples),
+        "repairs": repairs_report(facts.repairs, facts.repair_examples),
         "rejected": rejected_report(facts.rejected),
         "stages": timings,
         "retry_command": None if len(done) == len(batches) else retry_command(run_id),
@@ -458,173 +502,94 @@ def run_report(
     return report
 
 
-def _num(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+SETTING_LABELS = {
+    "source_schema": "source schema",
+    "target_schema": "target schema",
+    "batch_size": "batch size",
+    "concurrency": "concurrency",
+    "task_runner": "task runner",
+    "dask_address": "Dask scheduler",
+    "link_overrides": "link overrides file",
+    "retry_of": "retry of",
+}
+"""Run options shown under their own label, in this order; others follow by key."""
+_NOT_SETTINGS = {"plan", "dry_run", "incremental"}  # shown as the mode
+
+
+def utc_text(iso: str | None) -> str:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM:SS`` in UTC (empty for None)."""
+    if not iso:
         return ""
-    return f"{value:,.{digits}f}"
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _md_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+def duration_text(seconds: float | None) -> str:
+    """A duration as ``42.0 s``, ``3m 05s`` or ``2h 07m`` (empty for None)."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """The summary a reviewer reads first (also the Prefect markdown artifact)."""
-    verdict_ = report.get("verdict") or verdict(report).as_dict()
-    mark = {"ok": "✅", "review": "⚠️", "failed": "❌"}.get(verdict_["level"], "")
-    batches = report["batches"]
-    lines = [
-        f"# Migration run {report['run_id']}",
-        "",
-        f"**{mark} {verdict_['headline']}**",
-        "",
-        f"- **Status:** {report['status']}" + (" (dry run)" if report.get("dry_run") else ""),
-        f"- **Batches:** {batches['succeeded']} of {batches['total']} succeeded, "
-        f"{batches['failed']} failed",
-        f"- **Accounting balanced:** {'yes' if report['accounting_balanced'] else 'NO'}"
-        + ("" if report["complete"] else " (over the succeeded batches only)"),
-    ]
-    sync = report.get("sync") or {}
-    if sync.get("mode") == "incremental":
-        lines.append(
-            f"- **Incremental:** {sync.get('users_planned', 0)} users re-synced "
-            f"({sync.get('users_new', 0)} new, {sync.get('users_changed', 0)} changed, "
-            f"{sync.get('users_deleted', 0)} deleted), "
-            f"{sync.get('users_unchanged', 0)} unchanged and skipped"
-        )
-    if report.get("wall_seconds") is not None:
-        lines.append(f"- **Wall time:** {_num(report['wall_seconds'], 1)} s")
-    lines += [f"- {reason}" for reason in verdict_["reasons"]]
-    if report.get("retry_command"):
-        lines += [
-            "",
-            "## Re-run the failed batches",
-            "",
-            f"Re-run them with `{report['retry_command']}` (same --source-url/--target-url, or "
-            "SOURCE_DATABASE_URL/TARGET_DATABASE_URL).",
-        ]
-    lines += [
-        "",
-        "## Accounting per source table",
-        "",
-        "| source table | source | migrated | merged | quarantined | balanced |",
-        "| --- | ---: | ---: | ---: | ---: | :---: |",
-    ]
-    identity_ = report.get("identity", {})
-    for name, c in report["tables"].items():
-        ok = "yes" if identity_.get(name, True) else "**NO**"
-        lines.append(
-            f"| {name} | {c['source']} | {c['migrated']} | {c['merged']} | {c['quarantined']}"
-            f" | {ok} |"
-        )
-    if "targets" in report:
-        lines += [
-            "",
-            "## Target tables",
-            "",
-            "| target table | expected from the run | in the database | agree |",
-            "| --- | ---: | ---: | :---: |",
-        ]
-        for name, t in report["targets"].items():
-            held = "" if t["actual"] is None else t["actual"]
-            agree = "yes" if t["match"] else target_disagreement(report, markdown=True)
-            lines.append(f"| {name} | {t['expected']} | {held} | {agree} |")
-    links = report["links"]
-    lines += [
-        "",
-        "## Links of tagged models to configurations",
-        "",
-        f"**Links needing review:** {links['needs_review']}"
-        + (" (listed in review.csv)" if links["needs_review"] else ""),
-        "",
-        "| link method | models |",
-        "| --- | ---: |",
-    ]
-    lines += [f"| {method} | {n} |" for method, n in links["by_method"].items()]
-    if links.get("superseded"):
-        lines += [
-            "",
-            f"{links['superseded']} of this run's link decisions are no longer in the ledger "
-            "(a later run re-linked those models, or a dry run, which records none): the "
-            "histogram and review list cover the rest.",
-        ]
-    histogram = [h for h in links.get("confidence_histogram", []) if h["links"]]
-    if histogram:
-        lines += ["", "| confidence | links | need review |", "| --- | ---: | ---: |"]
-        lines += [
-            f"| {h['bin_from']:.1f}–{h['bin_to']:.1f} | {h['links']} | {h['needs_review']} |"
-            for h in histogram
-        ]
-    quarantine = report.get("quarantine")
-    if quarantine and quarantine["total"]:
-        lines += [
-            "",
-            f"## Quarantine: {quarantine['total']} rows (quarantine.csv)",
-            "",
-            "| source table | reason | rows |",
-            "| --- | --- | ---: |",
-        ]
-        lines += [
-            f"| {q['source_table']} | {q['reason']} | {q['rows']} |" for q in quarantine["by_table"]
-        ]
-    repairs = report.get("repairs")
-    if repairs and repairs["total"]:
-        lines += [
-            "",
-            f"## Repairs: {repairs['total']}",
-            "",
-            "| kind | repairs |",
-            "| --- | ---: |",
-        ]
-        lines += [f"| {kind} | {n} |" for kind, n in repairs["by_kind"].items()]
-    stages = report.get("stages")
-    if stages:
-        lines += [
-            "",
-            "## Stage timings (summed over batches)",
-            "",
-            "| stage | seconds | share | slowest batch |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        lines += [
-            f"| {stage} | {_num(t['seconds'])} | {t['share']:.0%} | "
-            f"{_num(t['max_batch_seconds'])} |"
-            for stage, t in stages.items()
-        ]
-    lines += _markdown_batches(report["batch_list"])
-    if links["needs_review"]:
-        lines += [
-            "",
-            "## Reviewing links",
-            "",
-            "review.csv lists every flagged link with its candidates. Put the configuration you "
-            "choose in `circuit_config_id` (leave it empty to keep a row undecided; every "
-            "non-empty row is applied) and run again with `--link-overrides review.csv`.",
-        ]
-    return "\n".join(lines) + "\n"
+def run_settings(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) of what the run was asked to do: mode, schemas, options, overrides
+    file, start and end; options added later appear under their key."""
+    options = dict(report.get("options") or {})
+    mode = str((report.get("sync") or {}).get("mode") or "full")
+    if report.get("dry_run"):
+        mode += ", dry run (no target table written)"
+    rows = [("mode", mode)]
+    for key, label in SETTING_LABELS.items():
+        if key == "link_overrides":
+            rows.append((label, str(options.get(key) or "none")))
+        elif options.get(key) not in (None, ""):
+            rows.append((label, str(options[key])))
+    for key in sorted(options):
+        if key not in SETTING_LABELS and key not in _NOT_SETTINGS:
+            value = options[key]
+            rows.append((key.replace("_", " "), "none" if value in (None, "") else str(value)))
+    started, finished = utc_text(report.get("started_at")), utc_text(report.get("finished_at"))
+    rows.append(("started", f"{started} UTC" if started else ""))
+    rows.append(("finished", f"{finished} UTC" if finished else "not yet"))
+    return rows
 
 
-def _markdown_batches(batch_list: Sequence[Mapping[str, Any]]) -> list[str]:
-    failed = [b for b in batch_list if b["status"] != "succeeded"]
-    lines: list[str] = []
-    if failed:
-        lines += ["", "## Batches not succeeded", ""]
-        lines += [f"- batch {b['batch_no']} ({b['status']}): {b['error']}" for b in failed]
-    shown = batch_list if len(batch_list) <= MARKDOWN_BATCHES else failed
-    if not shown:
-        return lines
-    title = "## Batches" if shown is batch_list else "## Batches (the not succeeded ones)"
-    lines += [
-        "",
-        title,
-        "",
-        "| batch | status | attempts | users | rows | seconds | rows/s | error |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    lines += [
-        f"| {b['batch_no']} | {b['status']} | {b['attempts']} | {b['users']} | {b['rows']} | "
-        f"{_num(b['seconds'])} | {_num(b['rows_per_second'], 0)} | {_md_cell(b['error'])} |"
-        for b in shown
-    ]
-    return lines
+GLOSSARIES = (
+    ("Quarantine reasons", "reason", QUARANTINE_REASONS),
+    ("Repair kinds", "kind", REPAIR_KINDS),
+    ("Link methods", "method", LINK_METHODS),
+)
+"""The glossary's parts: title, what a code is, and the codes with their meaning."""
+UNEXPLAINED = "(no explanation in schemas/contract.py)"
+
+
+def meaning(codes: Mapping[str, str], code: str) -> str:
+    """What ``code`` means, or a note that the contract does not explain it."""
+    return codes.get(code, UNEXPLAINED)
+
+
+def example_text(example: Mapping[str, Any] | None, width: int = 120) -> str:
+    """One line for an example row: table and id, then the detail and payload (quarantine)
+    or the field with its original and repaired value (repair)."""
+    if not example:
+        return ""
+
+    def cut(value: object) -> str:
+        text = "null" if value is None else " ".join(str(value).split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    where = f"{example.get('source_table')} {example.get('source_id')}"
+    if "field" in example:
+        change = f"{cut(example.get('original'))} → {cut(example.get('repaired'))}"
+        return f"{where}, {example['field']}: {change}"
+    detail = f": {cut(example['detail'])}" if example.get("detail") else ""
+    payload = f"; payload {cut(example['payload'])}" if example.get("payload") else ""
+    return where + detail + payload

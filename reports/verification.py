@@ -51,6 +51,9 @@ PARTS: Mapping[str, Schema] = {
         "is_interesting": B,
         "parameter_keys": S,  # the keys of circuit_parameters, sorted, comma-separated
         **_CIRCUIT,
+        # the configuration the app's own link (S2, S4) names; in the target, the model's
+        # configuration when its ledger link's method is explicit ("override": a reviewer's)
+        "explicit_link": S,
     },
     "user_sessions": {
         "id": S,
@@ -211,6 +214,8 @@ def _same(part: str, column: str, dtype: object) -> pl.Expr:
     e, a = pl.col(column), pl.col(f"{column}__a")
     if dtype == F:
         return floats_equal(e, a)
+    if column == "explicit_link":  # a reviewer's decision stands over the app's link
+        return e.eq_missing(a) | (a == "override").fill_null(False)
     if RENAMED.get(part) == column:
         return e.eq_missing(a) | a.str.starts_with(e + " (").fill_null(False)
     return e.eq_missing(a)

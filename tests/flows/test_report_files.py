@@ -9,6 +9,7 @@ then ``report RUN3 --compare RUN2``.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +18,24 @@ from typing import Any
 import polars as pl
 import psycopg
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.runtime import flow_run as runtime_flow_run
 from typer.testing import CliRunner
 
+from flows import ledger
 from flows.cli import app
-from flows.report_files import BATCHES_ARTIFACT_KEY, MARKDOWN_ARTIFACT_KEY, write_quarantine
+from flows.report_files import (
+    BATCHES_ARTIFACT_KEY,
+    MARKDOWN_ARTIFACT_KEY,
+    flow_run_url,
+    migrate_flow_run_name,
+    write_quarantine,
+)
 from reports.html import SECTIONS
-from reports.reconcile import REPORT_FILES
+from reports.reconcile import INDEX_FILE, REPORT_FILES
+from schemas.contract import LINK_METHODS, QUARANTINE_REASONS, REPAIR_KINDS
 from tests.reports.htmlcheck import html5_errors, section_ids
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -41,6 +52,20 @@ def cli(*args: str) -> str:
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def saved_profile_items(text: str | None) -> int:
+    """The items a session's ``saved_profiles`` counts as: an array's elements (also of an
+    array the app wrote as a JSON string), else one malformed item; none when null."""
+    if text is None:
+        return 0
+    value = json.loads(text)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return 1
+    return len(value) if isinstance(value, list) else 1
 
 
 def last_run(url: str) -> str:
@@ -149,12 +174,10 @@ def test_report_figures_equal_database_counts(story: Story) -> None:
         table: query(url, f"select count(*) from legacy.{table}")[0][0]
         for table in ("user_profiles", "tagged_models", "user_sessions")
     }
-    source["saved_profiles"] = query(
-        url,
-        "select coalesce(sum(case when jsonb_typeof(saved_profiles) = 'array'"
-        " then jsonb_array_length(saved_profiles) when saved_profiles is null then 0"
-        " else 1 end), 0) from legacy.user_sessions",
-    )[0][0]
+    source["saved_profiles"] = sum(
+        saved_profile_items(text)
+        for (text,) in query(url, "select saved_profiles::text from legacy.user_sessions")
+    )
     quarantined = dict(
         query(
             url,
@@ -171,7 +194,7 @@ def test_report_figures_equal_database_counts(story: Story) -> None:
         )
     )
     for table, counts in report["tables"].items():
-        assert counts["source"] == source[table], table
+        assert counts["source"] == source.get(table, 0), table  # app tables: none here
         assert counts["quarantined"] == quarantined.get(table, 0), table
         assert counts["merged"] == merged.get(table, 0), table
     for table in ("tagged_models", "user_sessions"):  # every migrated row keeps its id
@@ -349,3 +372,88 @@ def test_markdown_and_batch_table_are_prefect_artifacts(story: Story) -> None:
     assert len(tables) >= 3 and all(a.type == "table" for a in tables)
     batches = story.report(2)["batches"]["total"]
     assert any(len(json.loads(str(a.data))) == batches for a in tables)
+
+
+def test_index_lists_every_run_with_its_verdict_and_files(story: Story) -> None:
+    page = (story.reports / INDEX_FILE).read_text()
+    assert html5_errors(page) == []
+    for run in story.runs:
+        assert f'<a href="{run}/report.html">{run}</a>' in page
+        level = story.report(story.runs.index(run))["verdict"]["level"]
+        assert f'<span class="badge {level}">{level}</span>' in page
+    newest_first = [page.index(run) for run in reversed(story.runs)]
+    assert newest_first == sorted(newest_first)
+
+
+def test_report_states_the_settings_and_an_example_per_code(story: Story) -> None:
+    run, folder = story.runs[1], story.reports / story.runs[1]
+    top = (folder / "report.md").read_text().split("## Accounting")[0]
+    assert "| source schema | legacy |" in top and "| target schema | public |" in top
+    assert f"| link overrides file | {story.reports / 'overrides.csv'} |" in top
+    assert "| batch size | 20 |" in top
+    report = story.report(1)
+    first = query(
+        story.url,
+        "select distinct on (reason) reason, source_table, source_id from migration.quarantine"
+        ' where run_id = %s order by reason, source_table collate "C", source_id collate "C"',
+        [run],
+    )
+    examples = report["quarantine"]["examples"]
+    assert {r: (e["source_table"], e["source_id"]) for r, e in examples.items()} == {
+        r: (t, i) for r, t, i in first
+    }
+    assert set(report["repairs"]["examples"]) == set(report["repairs"]["by_kind"])
+    # every code the run recorded is explained by the contract
+    assert set(report["quarantine"]["by_reason"]) <= set(QUARANTINE_REASONS)
+    assert set(report["repairs"]["by_kind"]) <= set(REPAIR_KINDS)
+    assert set(report["links"]["by_method"]) <= set(LINK_METHODS)
+
+
+def test_batch_times_are_the_clock_not_the_transaction_start(story: Story) -> None:
+    """A batch is marked finished at the end of its load transaction: ``now()`` there would be
+    the transaction's start and leave the load out of the batch's time."""
+    run = story.runs[0]
+    with psycopg.connect(story.url) as conn, conn.transaction(force_rollback=True):
+        began = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+        ledger.start_batch(conn, run, 1)
+        started = conn.execute(
+            "select started_at from migration.batches where run_id = %s and batch_no = 1", [run]
+        ).fetchone()[0]  # type: ignore[index]
+        ledger.finish_batch(conn, run, 1, {})
+        ledger.fail_batch(conn, run, 2, "boom")
+        ends = conn.execute(
+            "select finished_at from migration.batches where run_id = %s and batch_no in (1, 2)",
+            [run],
+        ).fetchall()
+    assert began < started and all(began < end and started < end for (end,) in ends)
+
+
+def test_cli_takes_latest_and_prints_json(story: Story) -> None:
+    output = cli("report", "latest", "--target-url", story.url, "--report-dir", str(story.reports))
+    assert str(story.reports / story.runs[2] / "report.html") in output
+    runs = json.loads(cli("status", "--target-url", story.url, "--json"))
+    assert [r["run_id"] for r in runs] == list(reversed(story.runs))
+    assert all(r["batches"]["failed"] == 0 and r["seconds"] > 0 for r in runs)
+    result = CliRunner().invoke(
+        app, ["verify", "--source-url", story.url, "--target-url", story.url,
+              "--source-schema", "legacy", "--json"],
+    )  # fmt: skip
+    document = json.loads(result.stdout)
+    assert result.exit_code == (0 if document["ok"] else 5), result.output
+    assert document["users_checked"] > 0 and document["latest_run_id"] == story.runs[2]
+
+
+def test_the_prefect_flow_run_is_named_after_the_run_and_linked(story: Story) -> None:
+    @flow(name="migrate-named", flow_run_name=migrate_flow_run_name, persist_result=False)
+    def named(run_id: str | None = None, retry: bool = False) -> str:
+        return str(runtime_flow_run.id)
+
+    run_id = str(uuid.uuid4())
+    flow_run_id = named(run_id=run_id)
+    retried = named(run_id=run_id, retry=True)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(uuid.UUID(flow_run_id)).name == run_id
+        assert client.read_flow_run(uuid.UUID(retried)).name == f"retry-{run_id}"
+    url = flow_run_url(run_id)
+    assert url is not None and url.endswith(f"/runs/flow-run/{retried}")  # the latest one
+    assert flow_run_url(str(uuid.uuid4())) is None

@@ -8,19 +8,26 @@ from typing import Any
 import polars as pl
 import pytest
 
+from reports.markdown import render_markdown
 from reports.reconcile import (
     BATCH_TABLE,
+    EXAMPLE_CHARS,
     HISTOGRAM,
     LINK_GROUPS,
+    QUARANTINE_EXAMPLES,
     QUARANTINE_GROUPS,
+    REPAIR_EXAMPLES,
     REPAIR_GROUPS,
+    UNEXPLAINED,
     BatchRow,
     RunFacts,
     batch_table,
     confidence_histogram,
-    render_markdown,
+    example_text,
     run_report,
+    run_settings,
 )
+from schemas.contract import LINK_METHODS, QUARANTINE_REASONS, REPAIR_KINDS
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 RUN = "00000000-0000-4000-8000-000000000001"
@@ -104,6 +111,36 @@ def facts(**kw: Any) -> RunFacts:
             },
             schema=dict(REPAIR_GROUPS),
         ),
+        "quarantine_examples": pl.DataFrame(
+            {
+                "reason": ["invalid_parameters", "no_user"],
+                "source_table": ["tagged_models", "tagged_models"],
+                "source_id": ["m-1", "m-2"],
+                "detail": ["Rsh=-5", "user_id is null and no related row names a user"],
+                "payload": ['{"Rsh": -5}', "x" * EXAMPLE_CHARS * 2],
+            },
+            schema=dict(QUARANTINE_EXAMPLES),
+        ),
+        "repair_examples": pl.DataFrame(
+            {
+                "kind": ["string_number", "renamed_key"],
+                "source_table": ["tagged_models", "user_profiles"],
+                "source_id": ["m-3", "p-1"],
+                "field": ["circuit_parameters.Ra", "circuit_parameters.Rsh"],
+                "original": ['"100"', "Rs"],
+                "repaired": ["100.0", "Rsh"],
+            },
+            schema=dict(REPAIR_EXAMPLES),
+        ),
+        "options": {
+            "source_schema": "legacy",
+            "target_schema": "public",
+            "batch_size": 500,
+            "concurrency": 2,
+            "link_overrides": "reviewed.csv",
+            "decisions": "decisions.csv",
+            "plan": {"mode": "full"},
+        },
     }
     return RunFacts(**{**base, **kw})
 
@@ -252,6 +289,70 @@ def test_markdown_lists_every_table_and_method() -> None:
         "| resnorm | 6 |",
         "| tagged_models | invalid_parameters | 4 |",
         "| string_number | 5 |",
-        "--link-overrides review.csv",
+        "circuit-migrate review import FILE",
     ):
         assert needle in text, needle
+
+
+def test_one_example_row_per_reason_and_kind() -> None:
+    report = run_report(RUN, "succeeded", False, [batch(1)], facts())
+    examples = report["quarantine"]["examples"]
+    assert examples["invalid_parameters"] == {
+        "source_table": "tagged_models",
+        "source_id": "m-1",
+        "detail": "Rsh=-5",
+        "payload": '{"Rsh": -5}',
+    }
+    assert len(examples["no_user"]["payload"]) == EXAMPLE_CHARS  # cut in report.json too
+    assert report["repairs"]["examples"]["renamed_key"]["original"] == "Rs"
+    assert example_text(examples["invalid_parameters"]) == (
+        'tagged_models m-1: Rsh=-5; payload {"Rsh": -5}'
+    )
+    assert example_text(report["repairs"]["examples"]["string_number"]) == (
+        'tagged_models m-3, circuit_parameters.Ra: "100" → 100.0'
+    )
+    assert example_text({"source_table": "t", "source_id": "1", "field": "f", "original": None,
+                         "repaired": "x"}) == "t 1, f: null → x"  # fmt: skip
+    bare = run_report(RUN, "succeeded", False, [batch(1)], RunFacts())
+    assert bare["quarantine"]["examples"] == {} and bare["repairs"]["examples"] == {}
+
+
+def test_settings_name_schemas_options_and_the_overrides_file() -> None:
+    report = run_report(RUN, "succeeded", True, [batch(1)], facts())
+    settings = dict(run_settings(report))
+    assert settings["mode"] == "full, dry run (no target table written)"
+    assert settings["source schema"] == "legacy" and settings["target schema"] == "public"
+    assert settings["link overrides file"] == "reviewed.csv"
+    assert settings["decisions"] == "decisions.csv"  # an option added later shows up as it is
+    assert settings["started"] == "2025-01-01 00:00:00 UTC"
+    assert "plan" not in settings and "incremental" not in settings
+    assert dict(run_settings(run_report(RUN, "running", False, [], RunFacts())))["finished"] == (
+        "not yet"
+    )
+
+
+def test_markdown_has_the_settings_at_the_top_and_explains_every_code() -> None:
+    text = render_markdown(run_report(RUN, "succeeded", False, [batch(1)], facts()))
+    top = text[: text.index("## Accounting")]
+    for needle in ("| source schema | legacy |", "| target schema | public |",
+                   "| link overrides file | reviewed.csv |", "| batch size | 500 |"):  # fmt: skip
+        assert needle in top, needle
+    assert (
+        f"| invalid_parameters | 5 | {QUARANTINE_REASONS['invalid_parameters']} | "
+        'tagged_models m-1: Rsh=-5; payload {"Rsh": -5} |'
+    ) in text
+    assert f"| renamed_key | 2 | {REPAIR_KINDS['renamed_key']} | " in text
+    glossary = text[text.index("## Glossary") :]
+    for code in (*QUARANTINE_REASONS, *REPAIR_KINDS, *LINK_METHODS):
+        assert f"- `{code}`: " in glossary, code
+
+
+def test_a_code_the_contract_does_not_know_is_flagged() -> None:
+    odd = facts(
+        quarantine=pl.DataFrame(
+            {"source_table": ["tagged_models"], "reason": ["brand_new"], "rows": [1]},
+            schema=dict(QUARANTINE_GROUPS),
+        )
+    )
+    text = render_markdown(run_report(RUN, "succeeded", False, [batch(1)], odd))
+    assert f"| brand_new | 1 | {UNEXPLAINED} |" in text
