@@ -3,33 +3,41 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from flows import db, ledger, schema_ops
 from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, load_settings
 from schemas import ddl
-from schemas.errors import MigrationError, ReconciliationMismatch, RowsRejected
+from schemas.errors import Interrupted, MigrationError, ReconciliationMismatch, RowsRejected
 
 if TYPE_CHECKING:
-    from flows.migrate import RunOptions
+    from flows.migrate import RunOptions, RunSummary
 
+# Plain help (no rich markup): rich would eat "[env var: ...]" and "[default: ...]", and it keeps
+# the docstrings' line breaks; plain help shows each command's first sentence, rewrapped.
 app = typer.Typer(
     name="circuit-migrate",
     help="Migrate a legacy Supabase circuit database to the per-user circuit schema.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-schema_app = typer.Typer(help="The target schema: print or apply its DDL.", no_args_is_help=True)
+schema_app = typer.Typer(
+    help="The target schema: print or apply its DDL.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(schema_app, name="schema")
 
 err = Console(stderr=True, highlight=False)
@@ -38,23 +46,39 @@ out = Console(highlight=False)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# The environment variables are read by flows.settings too; envvar= here shows them in --help.
 SourceUrl = Annotated[
     str | None,
-    typer.Option("--source-url", help="Legacy database URL [env: SOURCE_DATABASE_URL]."),
+    typer.Option("--source-url", envvar="SOURCE_DATABASE_URL", help="Legacy database URL."),
 ]
-
-
 TargetUrl = Annotated[
     str | None,
-    typer.Option("--target-url", help="Target database URL [env: TARGET_DATABASE_URL]."),
+    typer.Option("--target-url", envvar="TARGET_DATABASE_URL", help="Target database URL."),
 ]
 TargetSchema = Annotated[
     str | None,
-    typer.Option("--target-schema", help="Schema of the target tables [default: public]."),
+    typer.Option(
+        "--target-schema",
+        envvar="TARGET_SCHEMA",
+        show_default="public",
+        help="Schema of the target tables.",
+    ),
 ]
 SourceSchema = Annotated[
     str | None,
-    typer.Option("--source-schema", help="Schema of the legacy tables [default: public]."),
+    typer.Option(
+        "--source-schema",
+        envvar="SOURCE_SCHEMA",
+        show_default="public",
+        help="Schema of the legacy tables.",
+    ),
+]
+RunIdArgument = Annotated[
+    str,
+    typer.Argument(metavar="RUN_ID", help="A run's id (as `status` lists them) or latest."),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout instead of tables or lines.")
 ]
 
 
@@ -65,6 +89,9 @@ def clean_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except Interrupted as exc:
+            err.print(f"[yellow]{db.redact(str(exc))}[/yellow]", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except MigrationError as exc:
             err.print(f"[red]error:[/red] {db.redact(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
@@ -77,13 +104,19 @@ def clean_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 @schema_app.command("sql")
 def schema_sql(target_schema: TargetSchema = None) -> None:
-    """Print the whole target DDL (tables, RLS, ledger) as one idempotent SQL file."""
+    """Print the target DDL as one idempotent SQL file.
+
+    Tables, row-level security and the migration ledger, for supabase/migrations/.
+    """
     sys.stdout.write(ddl.schema_sql(target_schema or "public"))
 
 
 @schema_app.command("shim-sql")
 def schema_shim_sql() -> None:
-    """Print the Supabase auth SHIM for plain PostgreSQL (tests and demos, never Supabase)."""
+    """Print a Supabase auth shim for plain PostgreSQL.
+
+    For tests and demos; never on Supabase.
+    """
     sys.stdout.write(ddl.auth_shim_sql())
 
 
@@ -100,7 +133,7 @@ def schema_apply(
         ),
     ] = False,
 ) -> None:
-    """Apply the target DDL and the ledger to the target database (idempotent)."""
+    """Apply the target DDL and the ledger (idempotent)."""
     settings = load_settings(target_database_url=target_url, target_schema=target_schema)
     url = settings.target_url()
     schema_ops.apply_target(url, settings.target_schema, auth_shim=auth_shim)
@@ -113,10 +146,15 @@ def stage_legacy(
     source_url: SourceUrl = None,
     schema: Annotated[str, typer.Option(help="Schema to move the legacy tables into.")] = "legacy",
 ) -> None:
-    """One database for both: move the legacy tables from public into schema legacy."""
+    """Move the legacy tables from public into schema legacy.
+
+    For one database holding both: the new tables can then take the public names.
+    """
     url = load_settings(source_database_url=source_url).source_url()
     moved = schema_ops.stage_legacy(url, schema)
-    out.print(f"moved {', '.join(moved)}; now run with --source-schema {schema}")
+    out.print(f"moved {', '.join(moved.tables)}; now run with --source-schema {schema}")
+    for dependent in moved.dependents:
+        out.print(f"depends on a moved table: {dependent}", soft_wrap=True, markup=False)
 
 
 @app.command("unstage-legacy")
@@ -125,10 +163,15 @@ def unstage_legacy(
     source_url: SourceUrl = None,
     schema: Annotated[str, typer.Option(help="Schema the legacy tables are in.")] = "legacy",
 ) -> None:
-    """Undo stage-legacy: move the legacy tables back into public (refuses to overwrite)."""
+    """Undo stage-legacy: move the legacy tables back to public.
+
+    Refuses to overwrite anything.
+    """
     url = load_settings(source_database_url=source_url).source_url()
     moved = schema_ops.unstage_legacy(url, schema)
-    out.print(f"moved {', '.join(moved)}")
+    out.print(f"moved {', '.join(moved.tables)}")
+    for dependent in moved.dependents:
+        out.print(f"depends on a moved table: {dependent}", soft_wrap=True, markup=False)
 
 
 @app.command("seed")
@@ -144,8 +187,18 @@ def seed(
     auth_shim: Annotated[
         bool, typer.Option("--auth-shim", help="Add the Supabase auth shim where none is.")
     ] = False,
+    schema_state: Annotated[
+        str,
+        typer.Option(
+            "--schema-state",
+            help="Legacy schema state to build: S1 (DESIGN.md section 3), S2, S3 or S4.",
+        ),
+    ] = "S1",
 ) -> None:
-    """Generate messy synthetic legacy data and load it (with its ground truth) by COPY."""
+    """Generate messy synthetic legacy data and load it by COPY.
+
+    The ground truth goes to --truth-schema, which the pipeline never reads.
+    """
     from flows.seed import seed_database
 
     settings = load_settings(target_database_url=target_url, source_schema=source_schema)
@@ -158,11 +211,22 @@ def seed(
         seed=seed,
         source_schema=settings.source_schema,
         truth_schema=truth_schema,
+        schema_state=schema_state,
     )
+    configs = "".join(
+        f"{n} {table}, "
+        for table, n in (
+            ("saved_configurations", summary.saved_configurations),
+            ("circuit_configurations", summary.circuit_configurations),
+        )
+        if n
+    )
+    state = "" if summary.schema_state == "S1" else f", state {summary.schema_state}"
     out.print(
-        f"seeded {summary.users} users: {summary.user_profiles} user_profiles, "
+        f"seeded {summary.users} users: {summary.user_profiles} user_profiles, {configs}"
         f"{summary.user_sessions} user_sessions, {summary.tagged_models} tagged_models "
-        f"in {summary.seconds:.1f} s (schema {settings.source_schema}; truth in {truth_schema})"
+        f"in {summary.seconds:.1f} s (schema {settings.source_schema}{state}; "
+        f"truth in {truth_schema})"
     )
 
 
@@ -180,6 +244,34 @@ DaskAddressOption = Annotated[
         help="With --task-runner dask: a scheduler, tcp://HOST:PORT [default: a local cluster].",
     ),
 ]
+
+
+DropColumnOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--drop-column",
+        metavar="TABLE.COLUMN",
+        help="Drop this legacy column the target has no place for (repeatable; see `inspect`).",
+    ),
+]
+
+
+@app.command("inspect")
+@clean_errors
+def inspect_source(
+    source_url: SourceUrl = None,
+    source_schema: SourceSchema = None,
+    drop_column: DropColumnOption = None,
+) -> None:
+    """Name the legacy schema's state and every legacy column's fate; exit 4 on a problem."""
+    from flows.inspect import inspect
+
+    settings = load_settings(source_database_url=source_url, source_schema=source_schema)
+    with db.connect(settings.source_url(), autocommit=True) as conn:
+        found = inspect(conn, settings.source_schema, drop_column or ())
+    for line in found.lines():
+        out.print(line, soft_wrap=True, markup=False)
+    found.raise_for_problems()
 
 
 @app.command("run")
@@ -213,9 +305,14 @@ def run(
     ] = False,
     task_runner: TaskRunnerOption = "thread",
     dask_address: DaskAddressOption = None,
+    drop_column: DropColumnOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Migrate every legacy user to the target; exit 0 only when no batch failed, 6 when
-    another run holds the target's run lock."""
+    """Migrate every legacy user to the target.
+
+    Exit 0 only when no batch failed and the target rejected no row; 6 when another run holds
+    the target's run lock.
+    """
     from flows.migrate import RunOptions  # Prefect loads only for the commands that run flows
 
     settings = load_settings(
@@ -234,14 +331,15 @@ def run(
         incremental=incremental,
         task_runner=task_runner,
         dask_address=dask_address,
+        drop_columns=tuple(drop_column or ()),
     )
-    _execute(settings.source_url(), settings.target_url(), options, report_dir)
+    _execute(settings.source_url(), settings.target_url(), options, report_dir, as_json=as_json)
 
 
 @app.command("retry")
 @clean_errors
 def retry(
-    run_id: Annotated[str, typer.Argument(help="The run whose unfinished batches to re-run.")],
+    run_id: RunIdArgument,
     source_url: SourceUrl = None,
     target_url: TargetUrl = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Batches at once.")] = None,
@@ -251,7 +349,11 @@ def retry(
     task_runner: TaskRunnerOption = "thread",
     dask_address: DaskAddressOption = None,
 ) -> None:
-    """Re-run the run's failed batches, and those a killed process left pending or running."""
+    """Re-run a run's failed and unfinished batches.
+
+    Those a killed or interrupted process left pending or running too, with the run's own
+    options; the reviewer's recorded decisions apply (no overrides file is read again).
+    """
     from flows.migrate import RunOptions
 
     settings = load_settings(source_database_url=source_url, target_database_url=target_url)
@@ -265,37 +367,87 @@ def retry(
         return
     known = {k: v for k, v in record.options.items() if k in RunOptions.__dataclass_fields__}
     options = RunOptions(**known)
-    options = replace(options, task_runner=task_runner, dask_address=dask_address)
+    options = replace(
+        options,
+        task_runner=task_runner,
+        dask_address=dask_address,
+        link_overrides=None,  # imported into the ledger by the run: its decisions apply
+        drop_columns=tuple(options.drop_columns),
+    )
     if concurrency:
         options = replace(options, concurrency=concurrency)
     _execute(settings.source_url(), target, options, report_dir, run_id=record.run_id)
 
 
+def _report_interrupted(summary: RunSummary) -> NoReturn:
+    """Say how far an interrupted run got and how to resume it; exit 128 + the signal."""
+    from flows.interrupts import signal_name
+
+    done = len(summary.batches) - summary.failed
+    failed = sum(1 for batch in summary.batches if batch.status == "failed")
+    out.print(
+        f"run {summary.run_id} [yellow]interrupted[/yellow] by"
+        f" {signal_name(summary.stopped_by)}: {done} of {len(summary.batches)} batches"
+        f" succeeded" + (f", {failed} failed" if failed else ""),
+        soft_wrap=True,
+    )
+    err.print(f"resume with: circuit-migrate retry {summary.run_id}", soft_wrap=True)
+    raise typer.Exit(128 + summary.stopped_by)
+
+
 def _execute(
-    source: str, target: str, options: RunOptions, report_dir: Path, run_id: str | None = None
+    source: str,
+    target: str,
+    options: RunOptions,
+    report_dir: Path,
+    run_id: str | None = None,
+    *,
+    as_json: bool = False,
 ) -> None:
+    from flows import interrupts
     from flows.migrate import run_migration
+    from flows.prefect_runtime import quiet_migration_errors, start_temporary_server
     from flows.progress import progress_over_batches
-    from flows.report_files import write_run_report
+    from flows.report_files import flow_run_url, write_run_report
+    from reports.terminal import run_document, run_summary, to_json
 
     retrying = run_id is not None
-    run_id = run_id or str(uuid.uuid4())
-    with progress_over_batches(target, run_id, err):
-        summary = run_migration(source, target, options, run_id=run_id, retry=retrying)
+    the_run = run_id or str(uuid.uuid4())
+    prefect_configured = bool(os.environ.get("PREFECT_API_URL"))  # not our temporary server
+    # SIGINT and SIGTERM stop the run cleanly (flows/interrupts.py): the flow runs in a worker
+    # thread, this one handles the signals.
+    with interrupts.handling_signals():
+        quiet_migration_errors()
+        server = start_temporary_server()
+        if server is not None:
+            interrupts.at_hard_stop(lambda: os.kill(server, signal.SIGKILL))
+        with progress_over_batches(target, the_run, err):
+            summary = interrupts.run_in_thread(
+                lambda: run_migration(source, target, options, run_id=the_run, retry=retrying)
+            )
+    if summary.status == "interrupted":
+        _report_interrupted(summary)
     written = write_run_report(target, summary.run_id, report_dir)
     folder = written.folder
-    style = "green" if summary.status == "succeeded" else "red"
-    out.print(
-        f"run {summary.run_id} [{style}]{summary.status}[/{style}]: "
-        f"{len(summary.batches) - summary.failed} of {len(summary.batches)} batches succeeded"
-        + (" (dry run: target tables untouched)" if options.dry_run else "")
-    )
-    if summary.plan.get("mode") == "incremental":
+    link = flow_run_url(summary.run_id) if prefect_configured else None
+    if as_json:
+        sys.stdout.write(to_json(run_document(written.report, str(folder), link)) + "\n")
+    else:
+        style = "green" if summary.status == "succeeded" else "red"
         out.print(
-            f"incremental: {summary.plan.get('users_planned', 0)} users re-synced, "
-            f"{summary.plan.get('users_unchanged', 0)} unchanged and skipped"
+            f"run {summary.run_id} [{style}]{summary.status}[/{style}]: "
+            f"{len(summary.batches) - summary.failed} of {len(summary.batches)} batches"
+            " succeeded" + (" (dry run: target tables untouched)" if options.dry_run else "")
         )
-    out.print(f"report: {folder}/ (report.md first; report.html in a browser)", soft_wrap=True)
+        if summary.plan.get("mode") == "incremental":
+            out.print(
+                f"incremental: {summary.plan.get('users_planned', 0)} users re-synced, "
+                f"{summary.plan.get('users_unchanged', 0)} unchanged and skipped"
+            )
+        out.print(run_summary(written.report))
+        out.print(f"report: {folder}/ (report.md first; report.html in a browser)", soft_wrap=True)
+        if link:
+            out.print(f"Prefect flow run: {link}", soft_wrap=True)
     if summary.failed:
         for batch in summary.batches:
             if batch.status != "succeeded":
@@ -319,34 +471,36 @@ def _execute(
 @clean_errors
 def status(
     run_id: Annotated[
-        str | None, typer.Argument(help="A run; without it, the latest runs.")
+        str | None,
+        typer.Argument(metavar="RUN_ID", help="A run's id or latest; without it, the latest runs."),
     ] = None,
     target_url: TargetUrl = None,
+    limit: Annotated[int, typer.Option(min=1, help="Runs listed without RUN_ID.")] = 20,
+    as_json: JsonOption = False,
 ) -> None:
-    """Runs, or one run's batches, as a table."""
+    """List the latest runs, or one run's batches.
+
+    Run ids are printed whole; RUN_ID may be latest.
+    """
+    from reports.terminal import batches_table, runs_table, to_json
+
     settings = load_settings(target_database_url=target_url)
     with db.connect(settings.target_url(), autocommit=True) as conn:
         ledger.require_ledger(conn, settings.target_schema)
         if run_id is None:
-            table = Table("run_id", "status", "dry run", "started", "finished", "batches")
-            for row in ledger.recent_runs(conn):
-                table.add_row(*[str(v) if v is not None else "" for v in row])
-        else:
-            record = ledger.get_run(conn, run_id)
-            table = Table(
-                "batch",
-                "status",
-                "attempts",
-                "users",
-                "started",
-                "finished",
-                "error",
-                title=f"run {record.run_id}: {record.status}"
-                + (" (dry run)" if record.dry_run else ""),
-            )
-            for row in ledger.batch_rows(conn, record.run_id):
-                table.add_row(*[str(v) if v is not None else "" for v in row])
-    out.print(table)
+            runs = [run.as_dict() for run in ledger.recent_runs(conn, limit)]
+            if as_json:
+                sys.stdout.write(to_json(runs) + "\n")
+                return
+            out.print(runs_table(runs))
+            return
+        record = ledger.get_run(conn, run_id)
+        run = {**ledger.run_listing(conn, record).as_dict(), "options": dict(record.options)}
+        batches = [batch.as_dict() for batch in ledger.batch_rows(conn, record.run_id)]
+    if as_json:
+        sys.stdout.write(to_json({**run, "batch_list": batches}) + "\n")
+        return
+    out.print(batches_table(run, batches))
 
 
 @app.command("verify")
@@ -356,10 +510,15 @@ def verify(
     target_url: TargetUrl = None,
     source_schema: SourceSchema = None,
     target_schema: TargetSchema = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Check the target against the source with independent SQL (read-only), after any
-    sequence of runs; exit 5 on any difference, naming every user that differs."""
+    """Check the target against the source, independently.
+
+    Read-only, with its own SQL, after any sequence of runs; exit 5 on any difference, naming
+    every user that differs (--json: every difference as JSON on stdout).
+    """
     from flows.verify import verify as run_verify
+    from reports.terminal import to_json, verification_document
     from reports.verification import summary_lines
 
     settings = load_settings(
@@ -374,8 +533,11 @@ def verify(
         source_schema=settings.source_schema,
         target_schema=settings.target_schema,
     )
-    for line in summary_lines(result):
-        (out if result.ok else err).print(line, soft_wrap=True, markup=False)
+    if as_json:
+        sys.stdout.write(to_json(verification_document(result)) + "\n")
+    else:
+        for line in summary_lines(result):
+            (out if result.ok else err).print(line, soft_wrap=True, markup=False)
     if not result.ok:
         raise typer.Exit(ReconciliationMismatch.exit_code)
 
@@ -399,7 +561,10 @@ def demo(
         "migration-reports"
     ),
 ) -> None:
-    """Seed messy legacy data on a throwaway PostgreSQL and migrate it, end to end."""
+    """Seed messy data on a throwaway PostgreSQL and migrate it.
+
+    End to end: seed, schema, run, report and verify.
+    """
     from contextlib import nullcontext
 
     from flows.demo import elapsed, embedded_server, fresh_database, prepare
@@ -431,7 +596,7 @@ def demo(
 @app.command("report")
 @clean_errors
 def report(
-    run_id: Annotated[str, typer.Argument(help="The run whose report files to re-render.")],
+    run_id: RunIdArgument,
     target_url: TargetUrl = None,
     report_dir: Annotated[Path, typer.Option(help="Where the run's report folder goes.")] = Path(
         "migration-reports"
@@ -441,12 +606,18 @@ def report(
         typer.Option(
             "--compare",
             metavar="OTHER_RUN_ID",
-            help="Also show what changed from this other run (written as compare-<other>.json).",
+            help="Also show what changed from this other run (written as compare-<other>.json; "
+            "a run's id or latest).",
         ),
     ] = None,
 ) -> None:
-    """Re-render a run's report files from the ledger; --compare shows what changed."""
+    """Re-render a run's report files from the ledger.
+
+    Also rewrites index.html (every run) in --report-dir; --compare shows what changed from
+    another run.
+    """
     from flows.report_files import compare_reports, comparison_tables, write_run_report
+    from reports.reconcile import INDEX_FILE
 
     target = load_settings(target_database_url=target_url).target_url()
     folder = write_run_report(target, run_id, report_dir).folder
@@ -454,6 +625,7 @@ def report(
         f"report: {folder / 'report.html'} (and report.json, report.md, CSV lists)",
         soft_wrap=True,
     )
+    out.print(f"every run: {report_dir / INDEX_FILE}", soft_wrap=True)
     if compare is not None:
         comparison, path = compare_reports(target, folder.name, compare, report_dir)
         for table in comparison_tables(comparison):
@@ -494,9 +666,13 @@ def serve(
             "or every user (--full).",
         ),
     ] = True,
+    drop_column: DropColumnOption = None,
 ) -> None:
-    """Serve the migration as a Prefect deployment on a schedule, until interrupted. The URLs
-    stay in this process's environment for its runs; Prefect never stores them."""
+    """Serve the migration on a schedule (a Prefect deployment).
+
+    Until interrupted. The URLs stay in this process's environment for its runs; Prefect never
+    stores them.
+    """
     import os
 
     from flows.migrate import RunOptions, preflight
@@ -518,6 +694,7 @@ def serve(
         link_overrides=overrides,
         report_dir=str(report_dir.resolve()),
         incremental=incremental,
+        drop_columns=tuple(drop_column or ()),
     )
     deployment = build_deployment(cron=cron, interval=interval, options=schedule, name=name)
     preflight(
@@ -527,6 +704,7 @@ def serve(
             source_schema=settings.source_schema,
             target_schema=settings.target_schema,
             link_overrides=overrides,
+            drop_columns=tuple(drop_column or ()),
         ),
     )
     os.environ["SOURCE_DATABASE_URL"] = source  # inherited by the flow runs this process starts
@@ -555,8 +733,11 @@ def cleanup(
         bool, typer.Option("--drop", help="With --confirm: drop the archived legacy tables.")
     ] = False,
 ) -> None:
-    """Retire the legacy tables, only after a clean run that verify confirms now: --confirm
-    moves them into schema legacy_archive (undo: restore-legacy), --drop --confirm drops them."""
+    """Retire the legacy tables after a clean, verified run.
+
+    Only after a clean run that verify confirms now: --confirm moves them into schema
+    legacy_archive (undo: restore-legacy), --drop --confirm drops them.
+    """
     from flows.cleanup import ARCHIVE_SCHEMA
     from flows.cleanup import cleanup as run_cleanup
 
@@ -599,13 +780,123 @@ def cleanup(
 @app.command("restore-legacy")
 @clean_errors
 def restore_legacy(source_url: SourceUrl = None) -> None:
-    """Undo cleanup --confirm: move the archived legacy tables back to the schema they came
-    from (refuses to overwrite)."""
+    """Undo cleanup --confirm: move the legacy tables back.
+
+    Into the schema they came from (refuses to overwrite).
+    """
     from flows.cleanup import restore_legacy as run_restore
 
     url = load_settings(source_database_url=source_url).source_url()
     schema, moved = run_restore(url)
     out.print(f"moved {', '.join(moved)} (back into schema {schema})", soft_wrap=True)
+
+
+review_app = typer.Typer(
+    help="The reviewer's link decisions, recorded in the ledger.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("import")
+@clean_errors
+def review_import(
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A review.csv with circuit_config_id filled in."),
+    ],
+    target_url: TargetUrl = None,
+    target_schema: TargetSchema = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only say what would be recorded; record nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Record the decisions filled in a review.csv in the ledger.
+
+    In circuit_config_id: a candidate's id, accept (the suggestion) or clear (withdraw an
+    earlier decision); empty rows stay undecided. Every later run applies what is recorded.
+    """
+    from flows.decisions import import_file
+    from reports.review import import_lines
+    from reports.terminal import to_json
+
+    settings = load_settings(target_database_url=target_url, target_schema=target_schema)
+    result = import_file(settings.target_url(), file, settings.target_schema, check=check)
+    if as_json:
+        sys.stdout.write(to_json(result.as_dict()) + "\n")
+        return
+    for line in import_lines(result.as_dict()):
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command("explain")
+@clean_errors
+def explain(
+    item: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="A legacy id (user_profiles row, session, tagged model, <session id>#<index> or"
+            " a saved_profiles element's own id) or a target id.",
+        ),
+    ],
+    source_url: Annotated[
+        str | None,
+        typer.Option(
+            "--source-url",
+            envvar="SOURCE_DATABASE_URL",
+            help="Legacy database URL (optional: adds the legacy row and every candidate's score"
+            " recomputed now; needed for an element's own id).",
+        ),
+    ] = None,
+    target_url: TargetUrl = None,
+    source_schema: Annotated[
+        str | None,
+        typer.Option(
+            "--source-schema",
+            envvar="SOURCE_SCHEMA",
+            show_default="the latest run's",
+            help="Schema of the legacy tables.",
+        ),
+    ] = None,
+    target_schema: TargetSchema = None,
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            "--recompute/--no-recompute",
+            help="With the source: recompute every candidate of a tagged model.",
+        ),
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Say what became of one legacy or target row, and why.
+
+    Migrated, merged into which row or quarantined why; its link, every candidate with its
+    score and evidence, the repairs, the reviewer's decision and the run and batch that wrote
+    it (--json for tools).
+    """
+    from flows.explain import explain as run_explain
+    from reports.explain import explain_view
+    from reports.terminal import to_json
+
+    settings = load_settings(
+        source_database_url=source_url, target_database_url=target_url, target_schema=target_schema
+    )
+    source = settings.source_url() if settings.source_database_url else None
+    document = run_explain(
+        settings.target_url(),
+        item,
+        source_url=source,
+        source_schema=source_schema,
+        target_schema=settings.target_schema,
+        recompute=recompute,
+    )
+    if as_json:
+        sys.stdout.write(to_json(document) + "\n")
+        return
+    out.print(explain_view(document), soft_wrap=True)
 
 
 @app.command("copy-auth-users")
@@ -618,9 +909,12 @@ def copy_auth_users(
         bool, typer.Option("--dry-run", help="Only count what would be copied; change nothing.")
     ] = False,
 ) -> None:
-    """Two databases: copy the auth users the legacy data needs (auth.users, auth.identities;
-    ids and password hashes unchanged) from source to target in one transaction; idempotent;
-    refuses (exit 4), copying nothing, when a target user with the same id differs."""
+    """Copy the auth users the legacy data needs to the target.
+
+    Two databases: auth.users and auth.identities rows, ids and password hashes unchanged,
+    from source to target in one transaction; idempotent; refuses (exit 4), copying nothing,
+    when a target user with the same id differs.
+    """
     from flows.auth_users import copy_auth_users as run_copy
 
     settings = load_settings(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import io
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -21,52 +20,16 @@ import psycopg
 from psycopg import sql
 
 from flows import db, user_keys
-from flows.inspect import Inspection, inspect, row_text
+from flows.batches import BatchRange as BatchRange
+from flows.batches import uuid_array as uuid_array
+from flows.inspect import CONFIG_TABLES, SOURCES, Inspection, inspect, row_text
 from schemas import frames
 from schemas.errors import SourceSchemaMismatch
 from transforms.elements import saved_profile_elements
 from transforms.normalise import decoded_json
 
-LEGACY_TABLE_NAMES = ("user_sessions", "tagged_models", "user_profiles")
-
-
-@dataclass(frozen=True)
-class BatchRange:
-    """A batch: user keys from ``user_from`` to ``user_to`` (inclusive); both None = orphans.
-
-    With ``user_keys`` (an incremental run) the batch is exactly those keys, and the bounds
-    are only their smallest and largest. ``digests`` carries the legacy digest of each user
-    of the batch (:func:`user_digests`), written with its load."""
-
-    batch_no: int
-    user_from: str | None
-    user_to: str | None
-    users: int
-    user_keys: tuple[str, ...] | None = None
-    digests: tuple[tuple[str, str], ...] = ()
-    # Rows per source table (PLANNED_TABLES) the batch's users own in the run's snapshot: what
-    # its read must hold, else it fails.
-    planned: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def orphans(self) -> bool:
-        """Whether this is the batch of rows that name no user at all."""
-        return self.user_from is None and self.user_keys is None
-
-    def key_filter(self) -> sql.Composable:
-        """SQL condition on a user-key expression: what this batch owns."""
-        if self.user_keys is not None:
-            return sql.SQL("= any({}::uuid[])").format(sql.Literal(uuid_array(self.user_keys)))
-        if self.orphans:
-            return sql.SQL("is null")
-        return sql.SQL("between {}::uuid and {}::uuid").format(
-            sql.Literal(self.user_from), sql.Literal(self.user_to)
-        )
-
-
-def uuid_array(keys: Iterable[str]) -> str:
-    """A PostgreSQL array literal of uuids (``{a,b}``) for ``= any(%s::uuid[])``."""
-    return "{" + ",".join(str(uuid.UUID(k)) for k in keys) + "}"
+LEGACY_TABLE_NAMES = SOURCES
+"""The legacy sources a batch reads (``flows.inspect.SOURCES``; absent ones read as empty)."""
 
 
 def check_source(
@@ -81,9 +44,7 @@ def check_source(
     if not found.ok:
         from flows.legacy_locate import legacy_hint
 
-        hint = (
-            legacy_hint(conn, schema) if any("no legacy table" in p for p in found.problems) else ""
-        )
+        hint = legacy_hint(conn, schema)
         raise SourceSchemaMismatch(
             f"legacy schema {schema} cannot be migrated as it is: "
             + "; ".join(found.problems)
@@ -110,19 +71,37 @@ def use_snapshot(conn: psycopg.Connection, snapshot: str | None) -> None:
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
 
 
-PLANNED_TABLES = (*LEGACY_TABLE_NAMES, "saved_profiles")
-"""The source tables a batch's read is checked against: the legacy tables and the
-``saved_profiles`` elements (a non-array ``saved_profiles`` counts as one malformed item)."""
+PLANNED_TABLES = (
+    "user_sessions",
+    "tagged_models",
+    "user_profiles",
+    "saved_profiles",
+    *CONFIG_TABLES,
+)
+"""The source tables a batch's read is checked against, as the ledger names them: the legacy
+tables (S2's metadata ``user_profiles`` counted as ``user_profiles``), the ``saved_profiles``
+elements (a non-array ``saved_profiles`` counts as one malformed item) and the configuration
+tables the app wrote."""
+
+_COUNTED_AS = {"profile_metadata": "user_profiles"}
+
+
+def _source_table(table: str) -> sql.Composable:
+    """SQL: the ledger's source table of a row of legacy source ``table`` (aliased ``x``)."""
+    if table == "app_configurations":
+        return sql.SQL("x.source_table")
+    return sql.Literal(_COUNTED_AS.get(table, table))
 
 
 def _element_count(column: str) -> str:
     """SQL: the number of ``saved_profiles`` items the transform explodes a session into; null
     for a JSON string (the app's ``JSON.stringify``), which :func:`_string_element_counts`
     counts with the transform's own decoding."""
+    deep = f"jsonb_path_exists({column}, 'strict $.**{{128 to last}}')"  # unreadable: 1 item
     return (
         f"(case when {column} is null then 0 when jsonb_typeof({column}) = 'array'"
-        f" then jsonb_array_length({column}) when jsonb_typeof({column}) = 'string' then null"
-        f" else 1 end)"
+        f" and not {deep} then jsonb_array_length({column})"
+        f" when jsonb_typeof({column}) = 'string' then null else 1 end)"
     )
 
 
@@ -163,19 +142,22 @@ def user_row_counts(conn: psycopg.Connection, schema: str | Inspection) -> pl.Da
         )
         parts.append(
             sql.SQL("select {key} as k, {t} as t, {e} as e from {rel} x {join}").format(
-                key=k.key, t=sql.Literal(table), e=elements, rel=k.relation, join=k.join
+                key=k.key, t=_source_table(table), e=elements, rel=k.relation, join=k.join
             )
         )
-    per_table = ", ".join(
-        f"count(*) filter (where t = '{t}')::bigint as {t}" for t in LEGACY_TABLE_NAMES
-    )
+    counted = [t for t in PLANNED_TABLES if t != "saved_profiles"]
+    per_table = ", ".join(f"count(*) filter (where t = '{t}')::bigint as {t}" for t in counted)
     query = sql.SQL(
         "select k::text as user_key, {counts}, sum(e)::bigint as saved_profiles"
         " from ({rows}) r group by k order by k nulls last"
     ).format(counts=sql.SQL(per_table), rows=sql.SQL(" union all ").join(parts))
     schema_ = {"user_key": pl.String, **dict.fromkeys(PLANNED_TABLES, pl.Int64)}
     rows = conn.execute(query).fetchall()
-    counts = pl.DataFrame(rows, schema=schema_, orient="row")
+    counts = pl.DataFrame(
+        rows,
+        schema={"user_key": pl.String, **dict.fromkeys([*counted, "saved_profiles"], pl.Int64)},
+        orient="row",
+    ).select(list(schema_))
     strings = _string_element_counts(conn, schema)
     if strings.height:
         counts = counts.join(strings, on="user_key", how="left", nulls_equal=True).select(
@@ -357,17 +339,64 @@ def plan_incremental(
     )
 
 
+# Timestamps the target and the CSV between the stages hold: finite, years 1 to 9999.
+TS_RANGE = "'0001-01-01 00:00:00+00' and '9999-12-31 23:59:59.999999+00'"
+# A number beyond this magnitude does not fit a float8: it reads as +-Infinity (NaN stays NaN).
+FLOAT_LIMIT = "1e308"
+
+
+def _in_range(col: sql.Composable) -> sql.Composed:
+    return sql.SQL("{} between " + TS_RANGE).format(col)
+
+
+def _float(col: sql.Composable) -> sql.Composed:
+    """A numeric or float8 column as float8; never fails (NaN, +-Infinity kept or made)."""
+    return sql.SQL(
+        "(case when {c} is null then null::float8 when abs({c}) < "
+        + FLOAT_LIMIT
+        + " then {c}::float8 when {c} = 'NaN' then 'NaN'::float8 when {c} > 0"
+        " then 'Infinity'::float8 else '-Infinity'::float8 end)"
+    ).format(c=col)
+
+
+def invalid_values(schema: Mapping[str, object], alias: str) -> sql.Composable:
+    """SQL: the text naming each value of a row that no target column can hold (a timestamp
+    outside years 1 to 9999 or infinite; ``computation_time`` beyond float8), or null."""
+    items: list[sql.Composable] = []
+    for name, dtype in schema.items():
+        col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+        if dtype == frames.TS:
+            bad: sql.Composable = sql.SQL("not {}").format(_in_range(col))
+        elif name == "computation_time":
+            bad = sql.SQL("({c} <> 'NaN' and abs({c}) >= " + FLOAT_LIMIT + ")").format(c=col)
+        else:
+            continue
+        items.append(
+            sql.SQL("case when {bad} then {n} || {c}::text end").format(
+                bad=bad, n=sql.Literal(f"{name}="), c=col
+            )
+        )
+    if not items:
+        return sql.SQL("null::text")
+    return sql.SQL("nullif(concat_ws(', ', {}), '')").format(sql.SQL(", ").join(items))
+
+
 def _select_list(schema: Mapping[str, object], alias: str) -> sql.Composed:
-    """Columns cast to what COPY CSV renders and Polars reads back exactly."""
+    """Columns cast to what COPY CSV renders and Polars reads back exactly; a value no target
+    column can hold reads as null and is named in ``invalid_values`` (when the frame has it)."""
     parts = []
     for name, dtype in schema.items():
         col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
-        if dtype == pl.Boolean:
+        if name == "invalid_values":
+            expr: sql.Composable = invalid_values(schema, alias)
+        elif dtype == pl.Boolean:
             expr = sql.SQL("{}::int").format(col)
         elif dtype == frames.TS:
-            expr = sql.SQL("(extract(epoch from {}) * 1000000)::bigint").format(col)
+            expr = sql.SQL(
+                "(case when {} then (extract(epoch from {}) * 1000000)::bigint end)"
+            ).format(_in_range(col), col)
         elif dtype == pl.Float64:
-            expr = sql.SQL("{}::float8").format(col)
+            expr = _float(col)
         elif dtype == pl.Int32:
             expr = sql.SQL("{}::int").format(col)
         else:
@@ -432,6 +461,8 @@ class LegacyBatch:
     user_sessions: pl.DataFrame
     tagged_models: pl.DataFrame
     user_profiles: pl.DataFrame
+    app_configurations: pl.DataFrame
+    profile_metadata: pl.DataFrame
     keys: pl.DataFrame
 
     def rows(self) -> int:
@@ -439,8 +470,14 @@ class LegacyBatch:
         return self.user_sessions.height + self.tagged_models.height + self.user_profiles.height
 
     def read(self) -> dict[str, int]:
-        """Rows read per legacy table."""
-        return {t: getattr(self, t).height for t in LEGACY_TABLE_NAMES}
+        """Rows read per source table, as :data:`PLANNED_TABLES` names them (but elements)."""
+        configs = self.app_configurations["source_table"]
+        return {
+            "user_sessions": self.user_sessions.height,
+            "tagged_models": self.tagged_models.height,
+            "user_profiles": self.user_profiles.height + self.profile_metadata.height,
+            **{t: int((configs == t).sum()) for t in CONFIG_TABLES},
+        }
 
 
 def key_map(keyed: Mapping[str, pl.DataFrame], key: str) -> pl.DataFrame:
@@ -448,13 +485,27 @@ def key_map(keyed: Mapping[str, pl.DataFrame], key: str) -> pl.DataFrame:
     return pl.concat(
         [
             keyed[t].select(
-                pl.lit(t).alias("source_table"),
+                (
+                    pl.col("source_table")
+                    if t == "app_configurations"
+                    else pl.lit(_COUNTED_AS.get(t, t))
+                ).alias("source_table"),
                 pl.col("id").alias("source_id"),
                 pl.col(key).alias("user_key"),
             )
             for t in LEGACY_TABLE_NAMES
         ]
     )
+
+
+def owner_ids(frames_: Mapping[str, pl.DataFrame]) -> pl.Series:
+    """The user ids the legacy frames of a batch name (their auth users are read)."""
+    return pl.concat(
+        [
+            frames_[t].select(pl.col("id" if t == "profile_metadata" else "user_id").alias("u"))
+            for t in LEGACY_TABLE_NAMES
+        ]
+    )["u"]
 
 
 def _batch_queries(schema: str | Inspection, key_filter: sql.Composable) -> dict[str, sql.Composed]:
@@ -493,7 +544,7 @@ def extract_batch(
             key_filter, cols=_select_list(frames.AUTH_USERS, "x")
         )
         # Every user key of the batch is the user_id of one of its rows (see plan_batches).
-        present = pl.concat([out[t].select("user_id") for t in LEGACY_TABLE_NAMES])["user_id"]
+        present = owner_ids(out)
         users = copy_frame(conn, users_query, frames.AUTH_USERS)
         out["auth_users"] = users.filter(pl.col("id").is_in(present.drop_nulls().implode()))
     return LegacyBatch(**out, keys=key_map(keyed, "_user_key"))

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from flows.extract import BatchRange
-from schemas.errors import MigrationError, TargetSchemaMissing
+from flows.batches import BatchRange
+from schemas.errors import ConfigurationError, TargetSchemaMissing
 
 RETRYABLE = ("pending", "running", "failed")
+LATEST = "latest"
+"""The run id that names the most recently started run that was not refused."""
 
 
 def require_ledger(conn: psycopg.Connection, target_schema: str) -> None:
@@ -29,6 +33,8 @@ def require_ledger(conn: psycopg.Connection, target_schema: str) -> None:
             "links",
             "user_digests",
             "user_runs",
+            "review_decisions",
+            "review_list",
         )
     ]
     needed += [
@@ -86,21 +92,42 @@ class RunRecord:
     status: str
     dry_run: bool
     options: Mapping[str, Any]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+_RUN_COLUMNS = "run_id::text, status, dry_run, options, started_at, finished_at"
 
 
 def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord:
-    """The run ``run_id``, or a clear error when the ledger has no such run."""
-    try:
+    """The run ``run_id`` names: a run's uuid, or ``latest`` (the most recently started run
+    that was not refused). Every command that takes a run id resolves it here; a malformed or
+    unknown one is a ConfigurationError (exit 2)."""
+    wanted = run_id.strip()
+    if wanted.lower() == LATEST:
         row = conn.execute(
-            "select run_id::text, status, dry_run, options from migration.runs"
-            " where run_id = %s::uuid",
-            [run_id],
+            f"select {_RUN_COLUMNS} from migration.runs where status <> 'refused'"
+            " order by started_at desc, run_id desc limit 1"
         ).fetchone()
-    except psycopg.errors.InvalidTextRepresentation:
-        raise MigrationError(f"not a run id: {run_id!r}") from None
-    if row is None:
-        raise MigrationError(f"no run {run_id} in the ledger", run_id=run_id)
-    return RunRecord(row[0], row[1], row[2], row[3] or {})
+        if row is None:
+            raise ConfigurationError("no run in the ledger yet: `latest` names none")
+    else:
+        try:
+            canonical = str(uuid.UUID(wanted))
+        except ValueError:
+            raise ConfigurationError(
+                f"not a run id: {run_id!r} (a run id is a uuid as `circuit-migrate status` "
+                "lists them, or latest)"
+            ) from None
+        row = conn.execute(
+            f"select {_RUN_COLUMNS} from migration.runs where run_id = %s", [canonical]
+        ).fetchone()
+        if row is None:
+            raise ConfigurationError(
+                f"no run {canonical} in the ledger (`circuit-migrate status` lists the runs)",
+                run_id=canonical,
+            )
+    return RunRecord(row[0], row[1], row[2], row[3] or {}, row[4], row[5])
 
 
 def unfinished_batches(conn: psycopg.Connection, run_id: str) -> list[BatchRange]:
@@ -121,7 +148,7 @@ def start_batch(conn: psycopg.Connection, run_id: str, batch_no: int) -> int:
     """Mark a batch running and count the attempt; returns the attempt number."""
     row = conn.execute(
         "update migration.batches set status = 'running', attempts = attempts + 1,"
-        " started_at = now(), finished_at = null, error = null"
+        " started_at = clock_timestamp(), finished_at = null, error = null"
         " where run_id = %s and batch_no = %s returning attempts",
         [run_id, batch_no],
     ).fetchone()
@@ -141,9 +168,11 @@ def batch_loaded(conn: psycopg.Connection, run_id: str, batch_no: int) -> bool:
 def finish_batch(
     conn: psycopg.Connection, run_id: str, batch_no: int, counts: Mapping[str, Any]
 ) -> None:
-    """Mark a batch succeeded with its counts (call inside the batch's load transaction)."""
+    """Mark a batch succeeded with its counts (call inside the batch's load transaction, last:
+    its end time is the clock's, not the transaction's start)."""
     conn.execute(
-        "update migration.batches set status = 'succeeded', error = null, finished_at = now(),"
+        "update migration.batches set status = 'succeeded', error = null,"
+        " finished_at = clock_timestamp(),"
         " counts = coalesce(counts, '{}'::jsonb) || %s where run_id = %s and batch_no = %s",
         [Jsonb(json.loads(json.dumps(dict(counts)))), run_id, batch_no],
     )
@@ -152,7 +181,8 @@ def finish_batch(
 def fail_batch(conn: psycopg.Connection, run_id: str, batch_no: int, error: str) -> None:
     """Mark a batch failed with its error."""
     conn.execute(
-        "update migration.batches set status = 'failed', error = %s, finished_at = now()"
+        "update migration.batches set status = 'failed', error = %s,"
+        " finished_at = clock_timestamp()"
         " where run_id = %s and batch_no = %s",
         [error, run_id, batch_no],
     )
@@ -161,7 +191,7 @@ def fail_batch(conn: psycopg.Connection, run_id: str, batch_no: int, error: str)
 def finish_run(conn: psycopg.Connection, run_id: str) -> str:
     """Close the run: 'succeeded' when every batch did, else 'failed'; returns the status."""
     row = conn.execute(
-        "update migration.runs set finished_at = now(), status = case when exists"
+        "update migration.runs set finished_at = clock_timestamp(), status = case when exists"
         " (select 1 from migration.batches where run_id = %s and status <> 'succeeded')"
         " then 'failed' else 'succeeded' end where run_id = %s returning status",
         [run_id, run_id],
@@ -169,26 +199,133 @@ def finish_run(conn: psycopg.Connection, run_id: str) -> str:
     return str(row[0]) if row else "failed"
 
 
-def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[tuple[Any, ...]]:
-    """The latest runs: id, status, dry run, started, finished, batches succeeded/total."""
-    return conn.execute(
-        "select r.run_id::text, r.status, r.dry_run, date_trunc('second', r.started_at),"
-        " date_trunc('second', r.finished_at),"
-        " (select count(*) filter (where status = 'succeeded') || '/' || count(*)"
-        "    from migration.batches b where b.run_id = r.run_id)"
-        " from migration.runs r order by r.started_at desc limit %s",
-        [limit],
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _seconds(started: datetime | None, finished: datetime | None) -> float | None:
+    if started is None or finished is None:
+        return None
+    return round((finished - started).total_seconds(), 3)
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """A run as ``status`` lists it: the ledger's record and its batches counted."""
+
+    run_id: str
+    status: str
+    dry_run: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    batches: int
+    succeeded: int
+    failed: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """``full`` or ``incremental`` (as planned; a refused run: as asked)."""
+        plan = self.options.get("plan")
+        if isinstance(plan, Mapping) and plan.get("mode"):
+            return str(plan["mode"])
+        return "incremental" if self.options.get("incremental") else "full"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (``status --json``, the runs index)."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "mode": self.mode,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "seconds": _seconds(self.started_at, self.finished_at),
+            "batches": {
+                "total": self.batches,
+                "succeeded": self.succeeded,
+                "failed": self.failed,
+            },
+            **({"retry_of": self.options["retry_of"]} if self.options.get("retry_of") else {}),
+        }
+
+
+def _listings(
+    conn: psycopg.Connection, where: sql.Composable, limit: int | None
+) -> list[RunListing]:
+    rows = conn.execute(
+        sql.SQL(
+            "select r.run_id::text, r.status, r.dry_run, r.started_at, r.finished_at,"
+            " count(b.batch_no), count(b.batch_no) filter (where b.status = 'succeeded'),"
+            " count(b.batch_no) filter (where b.status = 'failed'), r.options"
+            " from migration.runs r left join migration.batches b on b.run_id = r.run_id"
+            " where {} group by r.run_id order by r.started_at desc, r.run_id desc limit {}"
+        ).format(where, sql.Literal(limit))
     ).fetchall()
+    return [
+        RunListing(
+            run_id=row[0],
+            status=row[1],
+            dry_run=row[2],
+            started_at=row[3],
+            finished_at=row[4],
+            batches=row[5],
+            succeeded=row[6],
+            failed=row[7],
+            options=row[8] or {},
+        )
+        for row in rows
+    ]
 
 
-def batch_rows(conn: psycopg.Connection, run_id: str) -> list[tuple[Any, ...]]:
-    """A run's batches: number, status, attempts, users, started, finished, error."""
-    return conn.execute(
+def recent_runs(conn: psycopg.Connection, limit: int | None = 20) -> list[RunListing]:
+    """The latest ``limit`` runs (every run when None), newest first, batches counted."""
+    return _listings(conn, sql.SQL("true"), limit)
+
+
+def run_listing(conn: psycopg.Connection, record: RunRecord) -> RunListing:
+    """The run of ``record`` (see :func:`get_run`) with its batches counted."""
+    found = _listings(conn, sql.SQL("r.run_id = {}").format(sql.Literal(record.run_id)), 1)
+    return found[0]
+
+
+@dataclass(frozen=True)
+class BatchListing:
+    """A batch as ``status RUN_ID`` lists it."""
+
+    batch_no: int
+    status: str
+    attempts: int
+    users: int
+    rows: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``seconds`` is the last attempt's."""
+        return {
+            "batch_no": self.batch_no,
+            "status": self.status,
+            "attempts": self.attempts,
+            "users": self.users,
+            "rows": self.rows,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "seconds": _seconds(self.started_at, self.finished_at),
+            "error": self.error,
+        }
+
+
+def batch_rows(conn: psycopg.Connection, run_id: str) -> list[BatchListing]:
+    """A run's batches in order: status, attempts, users, legacy rows read, times, error."""
+    rows = conn.execute(
         "select batch_no, status, attempts, coalesce((counts->>'users')::int, 0),"
-        " date_trunc('second', started_at), date_trunc('second', finished_at), error"
+        " coalesce((counts->>'rows')::int, 0), started_at, finished_at, error"
         " from migration.batches where run_id = %s order by batch_no",
         [run_id],
     ).fetchall()
+    return [BatchListing(*row) for row in rows]
 
 
 def record_refused(
@@ -266,3 +403,47 @@ def write_user_runs(
         ):
             for key in keys:
                 copy.write_row((key, run_id, batch.batch_no))
+
+
+def claim_batch(conn: psycopg.Connection, run_id: str, batch_no: int) -> int | None:
+    """Start an attempt of a batch as :func:`start_batch` does, unless its run is no longer
+    'running' (it was interrupted): returns the attempt number, or None (do not start)."""
+    row = conn.execute(
+        "update migration.batches b set status = 'running', attempts = attempts + 1,"
+        " started_at = clock_timestamp(), finished_at = null, error = null"
+        " where b.run_id = %s and b.batch_no = %s and exists (select 1 from migration.runs r"
+        " where r.run_id = b.run_id and r.status = 'running') returning attempts",
+        [run_id, batch_no],
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def release_batch(conn: psycopg.Connection, run_id: str, batch_no: int, note: str) -> None:
+    """Put back to 'pending', with ``note`` as its error, a batch whose attempt an interrupt
+    stopped before it committed (nothing of it was written)."""
+    conn.execute(
+        "update migration.batches set status = 'pending', error = %s,"
+        " finished_at = clock_timestamp() where run_id = %s and batch_no = %s",
+        [note, run_id, batch_no],
+    )
+
+
+def mark_interrupted(conn: psycopg.Connection, run_id: str) -> None:
+    """Record at once that a signal stopped the run: none of its batches starts any more
+    (:func:`claim_batch`), wherever its tasks run."""
+    conn.execute(
+        "update migration.runs set status = 'interrupted' where run_id = %s and status = 'running'",
+        [run_id],
+    )
+
+
+def finish_interrupted_run(conn: psycopg.Connection, run_id: str) -> str:
+    """Close a run a signal stopped: 'interrupted', or 'succeeded' if every batch was done
+    anyway; returns the status. ``retry`` re-runs its batches left pending, running or failed."""
+    row = conn.execute(
+        "update migration.runs set finished_at = clock_timestamp(), status = case when exists"
+        " (select 1 from migration.batches where run_id = %s and status <> 'succeeded')"
+        " then 'interrupted' else 'succeeded' end where run_id = %s returning status",
+        [run_id, run_id],
+    ).fetchone()
+    return str(row[0]) if row else "interrupted"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 import psycopg.errors
 from psycopg import sql
@@ -187,42 +189,113 @@ def _require_auth(url: str) -> None:
 
 
 LEGACY_TABLE_NAMES = ("user_sessions", "tagged_models", "user_profiles")
+APP_CONFIG_TABLES = ("saved_configurations", "circuit_configurations")
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a move did: the tables moved, and what depends on them (views that follow their
+    tables, functions whose code names them, triggers that moved with them), with the
+    statement to recreate each view."""
+
+    tables: list[str]
+    dependents: list[str]
+
+
+def _ours(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """Whether ``schema.table`` is circuit-migrate's target table (not the app's own)."""
+    row = conn.execute(
+        "select exists (select from pg_constraint where conname = %s"
+        " and conrelid = to_regclass(%s))",
+        [f"{table}_id_user_id_key", f'"{schema}"."{table}"'],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def legacy_tables(conn: psycopg.Connection, schema: str) -> list[str]:
+    """The legacy tables of ``schema``: the three every state has, and the configuration tables
+    the app wrote (S2, S4) when present and not circuit-migrate's own target table."""
+    apps = [
+        t
+        for t in APP_CONFIG_TABLES
+        if db.table_exists(conn, schema, t) and not _ours(conn, schema, t)
+    ]
+    return [*LEGACY_TABLE_NAMES, *apps]
+
+
+def _dependents(conn: psycopg.Connection, schema: str, tables: list[str]) -> list[str]:
+    """Views, functions and triggers that depend on ``schema``'s ``tables``."""
+    names = [f'"{schema}"."{t}"' for t in tables]
+    views = conn.execute(
+        "select distinct v.relnamespace::regnamespace::text || '.' || v.relname,"
+        " pg_get_viewdef(v.oid, true)"
+        " from pg_depend d join pg_rewrite r on r.oid = d.objid"
+        " join pg_class v on v.oid = r.ev_class"
+        " where d.refobjid = any(select to_regclass(n) from unnest(%s::text[]) n)"
+        " and v.oid <> all(select to_regclass(n) from unnest(%s::text[]) n) order by 1",
+        [names, names],
+    ).fetchall()
+    functions = conn.execute(
+        "select distinct p.oid::regprocedure::text from pg_proc p"
+        " join pg_namespace n on n.oid = p.pronamespace"
+        " where n.nspname not in ('pg_catalog', 'information_schema')"
+        " and p.prosrc ~ any(%s::text[]) order by 1",
+        [[f"\\m{t}\\M" for t in tables]],
+    ).fetchall()
+    triggers = conn.execute(
+        "select t.tgname || ' on ' || c.relnamespace::regnamespace::text || '.' || c.relname"
+        " from pg_trigger t join pg_class c on c.oid = t.tgrelid"
+        " where not t.tgisinternal"
+        " and t.tgrelid = any(select to_regclass(n) from unnest(%s::text[]) n) order by 1",
+        [names],
+    ).fetchall()
+    out = [f"view {v} (recreate with: create or replace view {v} as {d})" for v, d in views]
+    out += [f"function {f} names a moved table in its code" for (f,) in functions]
+    out += [f"trigger {t} (moved with its table)" for (t,) in triggers]
+    return out
 
 
 def move_legacy_in(conn: psycopg.Connection, source: str, target: str) -> list[str]:
-    """Move the three legacy tables from schema ``source`` to ``target`` on ``conn`` (inside
-    the caller's transaction); checks their shape and refuses to overwrite anything."""
-    from flows.extract import check_source  # extract owns the legacy-shape check
+    """Move the legacy tables from schema ``source`` to ``target`` on ``conn`` (inside the
+    caller's transaction); checks their shape and refuses to overwrite anything."""
+    return move_legacy(conn, source, target).tables
 
-    check_source(conn, source)
-    clashes = [t for t in LEGACY_TABLE_NAMES if db.table_exists(conn, target, t)]
+
+def move_legacy(conn: psycopg.Connection, source: str, target: str) -> Moved:
+    """:func:`move_legacy_in`, with what depends on the moved tables."""
+    from flows.inspect import inspect  # the legacy-shape check
+
+    inspect(conn, source, reading_only=True).raise_for_problems()
+    tables = legacy_tables(conn, source)
+    clashes = [t for t in tables if db.table_exists(conn, target, t)]
     if clashes:
         raise SourceSchemaMismatch(
             f"refusing to move the legacy tables: {target}."
             f"{', '.join(clashes)} already exist(s) and would be overwritten",
             clashes=clashes,
         )
+    dependents = _dependents(conn, source, tables)
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target)))
-    for table in LEGACY_TABLE_NAMES:
+    for table in tables:
         conn.execute(
             sql.SQL("alter table {}.{} set schema {}").format(
                 sql.Identifier(source), sql.Identifier(table), sql.Identifier(target)
             )
         )
-    return [f"{target}.{t}" for t in LEGACY_TABLE_NAMES]
+    return Moved([f"{target}.{t}" for t in tables], dependents)
 
 
-def _move_legacy(url: str, source: str, target: str) -> list[str]:
-    """Move the three legacy tables from schema ``source`` to ``target`` in one transaction."""
+def _move_legacy(url: str, source: str, target: str) -> Moved:
+    """Move the legacy tables from schema ``source`` to ``target`` in one transaction."""
     with db.transaction(url) as conn:
-        return move_legacy_in(conn, source, target)
+        return move_legacy(conn, source, target)
 
 
-def stage_legacy(url: str, schema: str = "legacy") -> list[str]:
+def stage_legacy(url: str, schema: str = "legacy") -> Moved:
     """Move the legacy tables from ``public`` into ``schema`` (reversible: unstage_legacy)."""
     return _move_legacy(url, "public", schema)
 
 
-def unstage_legacy(url: str, schema: str = "legacy") -> list[str]:
+def unstage_legacy(url: str, schema: str = "legacy") -> Moved:
     """Move the legacy tables from ``schema`` back into ``public``; refuses to overwrite."""
     return _move_legacy(url, schema, "public")

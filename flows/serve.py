@@ -36,14 +36,15 @@ class ScheduleOptions:
     link_overrides: str | None = None
     report_dir: str = "migration-reports"
     incremental: bool = True
+    drop_columns: tuple[str, ...] = ()
 
     def parameters(self) -> dict[str, Any]:
         """The deployment parameters (only values that differ from the flow's defaults)."""
         defaults = ScheduleOptions()
         return {
-            name: getattr(self, name)
+            name: list(value) if isinstance(value, tuple) else value
             for name in self.__dataclass_fields__
-            if getattr(self, name) != getattr(defaults, name)
+            if (value := getattr(self, name)) != getattr(defaults, name)
         }
 
 
@@ -54,6 +55,7 @@ def run_options(
     concurrency: int,
     link_overrides: str | None,
     incremental: bool = True,
+    drop_columns: tuple[str, ...] = (),
 ) -> RunOptions:
     """The options of one scheduled run (incremental by default: only the users whose legacy
     data changed); unset schemas come from the settings/environment."""
@@ -65,6 +67,7 @@ def run_options(
         concurrency=concurrency,
         link_overrides=link_overrides,
         incremental=incremental,
+        drop_columns=tuple(drop_columns),
     )
 
 
@@ -77,13 +80,20 @@ def scheduled_migrate(
     link_overrides: str | None = None,
     report_dir: str = "migration-reports",
     incremental: bool = True,
+    drop_columns: list[str] | None = None,
 ) -> str:
     """One scheduled run: URLs from the environment, then the ``migrate`` flow and its report
     files; fails (so Prefect shows it failed) when any batch failed or the target rejected
     rows. Returns the run id."""
     settings = load_settings()
     options = run_options(
-        source_schema, target_schema, batch_size, concurrency, link_overrides, incremental
+        source_schema,
+        target_schema,
+        batch_size,
+        concurrency,
+        link_overrides,
+        incremental,
+        tuple(drop_columns or ()),
     )
     summary: RunSummary = run_migration(settings.source_url(), settings.target_url(), options)
     written = write_run_report(settings.target_url(), summary.run_id, Path(report_dir))

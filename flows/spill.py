@@ -32,8 +32,9 @@ from flows.extract import (
     _select_list,
     copy_frame,
     key_map,
+    owner_ids,
 )
-from flows.inspect import Inspection, base_table, row_text
+from flows.inspect import Inspection, base_tables, row_text
 from schemas import frames
 from schemas.errors import ConfigurationError, MigrationError
 
@@ -145,11 +146,12 @@ class BatchIndex:
 
 @dataclass(frozen=True)
 class _Read:
-    """How the one pass reads a table: the keyed relation, the table itself (sizes), the
-    column holding each row's ctid, and the row digest expression."""
+    """How the one pass reads a source: the keyed relation, the tables it reads (sizes), the
+    column holding each row's ctid (page ranges only when it reads one table), and the row
+    digest expression."""
 
     keyed: user_keys.KeyedTable
-    base: sql.Composable
+    bases: list[sql.Composable]
     ctid: str
     md5: sql.Composable
 
@@ -158,14 +160,14 @@ def _queries(source: str | Inspection) -> dict[str, _Read]:
     """Per table: how the spill query reads it."""
     auth = _Read(
         user_keys.KeyedTable(sql.SQL("auth.users"), sql.SQL(""), sql.SQL("x.id")),
-        sql.SQL("auth.users"),
+        [sql.SQL("auth.users")],
         "ctid",
         sql.SQL("md5(x::text)"),
     )
     legacy = {
         t: _Read(
             user_keys.keyed(source, t),
-            base_table(source, t),
+            list(base_tables(source, t)),
             "_ctid",
             sql.SQL("md5({})").format(row_text(t)),
         )
@@ -227,7 +229,7 @@ def spill(
     with db.connect(source_url, autocommit=True) as conn:
         extract.use_snapshot(conn, snapshot)
         queries = _queries(source)
-        _check_disk(conn, [r.base for r in queries.values()], folder)
+        _check_disk(conn, [b for r in queries.values() for b in r.bases], folder)
         jobs = [
             (table, chunk, query)
             for table, r in queries.items()
@@ -235,7 +237,7 @@ def spill(
                 _chunk_queries(
                     table,
                     r,
-                    _pages(conn, r.base),
+                    _pages(conn, r.bases[0]) if len(r.bases) == 1 else -1,
                     row_digests=row_digests,
                 )
             )
@@ -285,8 +287,21 @@ def _chunk_queries(
     table: str, read: _Read, pages: int, *, row_digests: bool
 ) -> list[sql.Composable]:
     """One query per page range of the table; the last range is open-ended (the table may have
-    grown since its size was read)."""
+    grown since its size was read). ``pages`` -1: one query for the whole source (it reads
+    several tables, or none: small configuration tables)."""
     step = max(1, CHUNK_BYTES // 8192)
+    if pages < 0:
+        return [
+            sql.SQL("select {cols}, ({key})::text as {k}, {md5} as {h} from {rel} x {join}").format(
+                cols=_select_list(_schema_of(table), "x"),
+                key=read.keyed.key,
+                k=sql.Identifier(KEY),
+                h=sql.Identifier(ROW_MD5),
+                md5=read.md5 if row_digests else sql.SQL("null::text"),
+                rel=read.keyed.relation,
+                join=read.keyed.join,
+            )
+        ]
     starts = list(range(0, pages, step)) or [0]
     out: list[sql.Composable] = []
     for chunk, start in enumerate(starts):
@@ -350,7 +365,7 @@ def read_batch(folder: Path, batch: BatchRange, *, digests: bool = True) -> Spil
     if not folder.is_dir():
         raise MigrationError(f"batch {batch.batch_no}: the extracted rows under {folder} are gone")
     parts = {table: _read(folder, table, batch.batch_no) for table in TABLES}
-    present = pl.concat([parts[t].select("user_id") for t in LEGACY_TABLE_NAMES])["user_id"]
+    present = owner_ids(parts)
     auth = parts["auth_users"].filter(pl.col("id").is_in(present.drop_nulls().implode()))
     data = LegacyBatch(
         auth_users=auth.select(list(frames.AUTH_USERS)),

@@ -27,8 +27,8 @@ class KeyedTable:
 
 
 def keyed(source: str | Inspection, table: str) -> KeyedTable:
-    """The user key of legacy ``table`` (user_sessions, tagged_models, user_profiles) of
-    ``source`` (an inspected schema, or a schema name), for rows aliased ``x``."""
+    """The user key of legacy source ``table`` (``flows.inspect.SOURCES``) of ``source`` (an
+    inspected schema, or a schema name), for rows aliased ``x``."""
     rel = relation(source, table)
     if table == "tagged_models":
         return KeyedTable(
@@ -38,4 +38,6 @@ def keyed(source: str | Inspection, table: str) -> KeyedTable:
             ),
             sql.SQL("coalesce(x.user_id, s.user_id)"),
         )
+    if table == "profile_metadata":  # S2's user_profiles: keyed on the user's id
+        return KeyedTable(rel, sql.SQL(""), sql.SQL("x.id"))
     return KeyedTable(rel, sql.SQL(""), sql.SQL("x.user_id"))

@@ -113,3 +113,16 @@ class MissingPrivilege(MigrationError):
     """The connecting role lacks a privilege the command needs (named in the message)."""
 
     exit_code = 4
+
+
+class Interrupted(MigrationError):
+    """SIGINT or SIGTERM stopped the run; exit 128 + the signal's number (130, 143)."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message, signum=signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class RunLockLost(MigrationError):
+    """The run's lock connection ended mid-run: the run commits no further batch."""

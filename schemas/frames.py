@@ -36,6 +36,8 @@ LEGACY_USER_SESSIONS: Schema = {
     "last_accessed": TS,
     "created_at": TS,
     "updated_at": TS,
+    "current_circuit_config_id": pl.String,  # S4: the app's own pointer (null elsewhere)
+    "invalid_values": pl.String,  # values no target column can hold, named (extract)
 }
 
 LEGACY_TAGGED_MODELS: Schema = {
@@ -50,6 +52,8 @@ LEGACY_TAGGED_MODELS: Schema = {
     "tagged_at": TS,
     "notes": pl.String,
     "is_interesting": pl.Boolean,
+    "explicit_config_id": pl.String,  # S2 configuration_id, S4 circuit_config_id: the app's link
+    "invalid_values": pl.String,
 }
 
 LEGACY_USER_PROFILES: Schema = {
@@ -69,6 +73,7 @@ LEGACY_USER_PROFILES: Schema = {
     "computation_results": pl.String,
     "created_at": TS,
     "updated_at": TS,
+    "invalid_values": pl.String,
 }
 
 USER_PROFILES: Schema = {
@@ -172,11 +177,48 @@ REPAIRS: Schema = {
     "repaired": pl.String,
 }
 
+LEGACY_APP_CONFIGURATIONS: Schema = {
+    "source_table": pl.String,  # saved_configurations (S2) or circuit_configurations (S4)
+    "id": pl.String,
+    "user_id": pl.String,
+    "name": pl.String,
+    "description": pl.String,
+    "is_public": pl.Boolean,
+    "grid_size": pl.Int32,
+    "min_freq": pl.Float64,
+    "max_freq": pl.Float64,
+    "num_points": pl.Int32,
+    "circuit_parameters": pl.String,
+    "is_computed": pl.Boolean,
+    "computation_time": pl.Float64,
+    "total_points": pl.Int32,
+    "valid_points": pl.Int32,
+    "computation_results": pl.String,
+    "ui_settings": pl.String,
+    "created_at": TS,
+    "updated_at": TS,
+    "invalid_values": pl.String,
+}
+"""Configuration tables the app wrote itself: sources of configurations like user_profiles rows."""
+
+LEGACY_PROFILE_METADATA: Schema = {
+    "id": pl.String,  # the user's id (S2: user_profiles keyed on the user)
+    "username": pl.String,
+    "full_name": pl.String,
+    "avatar_url": pl.String,
+    "created_at": TS,
+    "updated_at": TS,
+    "invalid_values": pl.String,
+}
+"""S2's user_profiles: the users' profile metadata (empty in other states)."""
+
 LEGACY_FRAMES: Mapping[str, Schema] = {
     "auth_users": AUTH_USERS,
     "user_sessions": LEGACY_USER_SESSIONS,
     "tagged_models": LEGACY_TAGGED_MODELS,
     "user_profiles": LEGACY_USER_PROFILES,
+    "app_configurations": LEGACY_APP_CONFIGURATIONS,
+    "profile_metadata": LEGACY_PROFILE_METADATA,
 }
 
 TARGET_FRAMES: Mapping[str, Schema] = {
@@ -197,6 +239,13 @@ LEDGER_FRAMES: Mapping[str, Schema] = {
 def empty(schema: Schema) -> pl.DataFrame:
     """An empty frame with exactly the columns and dtypes of ``schema``."""
     return pl.DataFrame(schema=dict(schema))
+
+
+def with_optional(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+    """``frame`` with every column of ``schema`` it lacks added as nulls (a legacy frame from a
+    state, or a caller, without the newer evidence columns)."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in frame.columns]
+    return frame.with_columns(missing) if missing else frame
 
 
 def conform(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:

@@ -70,6 +70,8 @@ class LegacyUserSessions(_Base):
     last_accessed: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
     created_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
     updated_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    current_circuit_config_id: Series[str] = pa.Field(nullable=True)
+    invalid_values: Series[str] = pa.Field(nullable=True)
 
 
 class LegacyTaggedModels(_Base):
@@ -86,6 +88,8 @@ class LegacyTaggedModels(_Base):
     tagged_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
     notes: Series[str] = pa.Field(nullable=True)
     is_interesting: Series[bool] = pa.Field(nullable=True)
+    explicit_config_id: Series[str] = pa.Field(nullable=True)
+    invalid_values: Series[str] = pa.Field(nullable=True)
 
 
 class LegacyUserProfiles(_Base):
@@ -107,6 +111,45 @@ class LegacyUserProfiles(_Base):
     computation_results: Series[str] = pa.Field(nullable=True)
     created_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
     updated_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    invalid_values: Series[str] = pa.Field(nullable=True)
+
+
+class LegacyAppConfigurations(_Base):
+    """The app's own configuration tables (S2 ``saved_configurations``, S4
+    ``circuit_configurations``)."""
+
+    source_table: Series[str] = pa.Field(isin=["saved_configurations", "circuit_configurations"])
+    id: Series[str] = _uuid()
+    user_id: Series[str] = pa.Field(nullable=True)
+    name: Series[str] = pa.Field(nullable=True)
+    description: Series[str] = pa.Field(nullable=True)
+    is_public: Series[bool] = pa.Field(nullable=True)
+    grid_size: Series[pl.Int32] = pa.Field(nullable=True)
+    min_freq: Series[pl.Float64] = pa.Field(nullable=True)
+    max_freq: Series[pl.Float64] = pa.Field(nullable=True)
+    num_points: Series[pl.Int32] = pa.Field(nullable=True)
+    circuit_parameters: Series[str] = pa.Field(nullable=True)
+    is_computed: Series[bool] = pa.Field(nullable=True)
+    computation_time: Series[pl.Float64] = pa.Field(nullable=True)
+    total_points: Series[pl.Int32] = pa.Field(nullable=True)
+    valid_points: Series[pl.Int32] = pa.Field(nullable=True)
+    computation_results: Series[str] = pa.Field(nullable=True)
+    ui_settings: Series[str] = pa.Field(nullable=True)
+    created_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    updated_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    invalid_values: Series[str] = pa.Field(nullable=True)
+
+
+class LegacyProfileMetadata(_Base):
+    """S2's ``user_profiles``: one row per user, keyed on the user's id."""
+
+    id: Series[str] = _uuid()
+    username: Series[str] = pa.Field(nullable=True)
+    full_name: Series[str] = pa.Field(nullable=True)
+    avatar_url: Series[str] = pa.Field(nullable=True)
+    created_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    updated_at: Series[TS] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    invalid_values: Series[str] = pa.Field(nullable=True)
 
 
 # --- target (DESIGN.md section 4; schemas.tables) --------------------------------------------
@@ -212,6 +255,8 @@ LEGACY_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "user_sessions": LegacyUserSessions,
     "tagged_models": LegacyTaggedModels,
     "user_profiles": LegacyUserProfiles,
+    "app_configurations": LegacyAppConfigurations,
+    "profile_metadata": LegacyProfileMetadata,
 }
 
 TARGET_MODELS: dict[str, type[pa.DataFrameModel]] = {

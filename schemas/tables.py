@@ -422,7 +422,62 @@ user_runs = sa.Table(
     schema=LEDGER,
 )
 
-LEDGER_TABLES = (runs, batches, id_map, quarantine, links, repairs, user_digests, user_runs)
+# Extension: the reviewer's decision per tagged model (``circuit-migrate review import``), applied
+# by every later run as a link override until the reviewer changes it. ``accept`` confirms the
+# tool's suggestion as of the import: ``circuit_config_id`` always holds the resolved id.
+review_decisions = sa.Table(
+    "review_decisions",
+    metadata,
+    sa.Column("tagged_model_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("circuit_config_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    _ts("decided_at", nullable=False),
+    sa.Column("source_file", sa.Text),
+    sa.Column("suggested_config_id", UUID(as_uuid=False)),  # the tool's suggestion then
+    sa.Column("suggestion_run_id", UUID(as_uuid=False)),  # the run whose review list it answers
+    sa.Column("user_key", sa.Text),  # the tagged model's user
+    sa.CheckConstraint("decision in ('choose','accept')", name="review_decisions_decision_check"),
+    schema=LEDGER,
+)
+
+# Extension: each run's review list, dry runs included (``migration.links`` holds one link per
+# model and only real runs write it): the links that need review, and the models whose recorded
+# decision the run could not apply (``decision_note`` says why), with every configuration of
+# the model's user as ``candidates`` (``[{"id", "name"}]``). review.csv is read from here.
+review_list = sa.Table(
+    "review_list",
+    metadata,
+    sa.Column("run_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("batch_no", sa.Integer, nullable=False),
+    sa.Column("tagged_model_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("user_key", sa.Text),
+    sa.Column("model_id", sa.Text),
+    sa.Column("tag_name", sa.Text),
+    sa.Column("circuit_config_id", UUID(as_uuid=False)),  # the run's link (its suggestion)
+    sa.Column("method", sa.Text),
+    sa.Column("confidence", sa.REAL),
+    sa.Column("needs_review", sa.Boolean, nullable=False),
+    sa.Column("evidence", JSONB),
+    sa.Column("candidates", JSONB),
+    sa.Column("decided_config_id", UUID(as_uuid=False)),  # a recorded decision it did not apply
+    sa.Column("decision_note", sa.Text),
+    sa.PrimaryKeyConstraint("run_id", "tagged_model_id"),
+    schema=LEDGER,
+)
+sa.Index("review_list_tagged_model_id_idx", review_list.c.tagged_model_id)
+
+LEDGER_TABLES = (
+    runs,
+    batches,
+    id_map,
+    quarantine,
+    links,
+    repairs,
+    user_digests,
+    user_runs,
+    review_decisions,
+    review_list,
+)
 
 # Columns added to ledger tables after their first release: ``create table if not exists``
 # leaves an existing table as it is, so ledger_ddl also adds these (``add column if not exists``).
@@ -433,4 +488,11 @@ LEDGER_ADDED_COLUMNS = (
     (repairs, "user_key", "text"),
 )
 
-SOURCE_TABLES = ("user_profiles", "saved_profiles", "tagged_models", "user_sessions")
+SOURCE_TABLES = (
+    "user_profiles",
+    "saved_profiles",
+    "tagged_models",
+    "user_sessions",
+    "saved_configurations",
+    "circuit_configurations",
+)

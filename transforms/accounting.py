@@ -73,9 +73,23 @@ class Accounting:
 
 
 def source_ids(
-    user_sessions: pl.DataFrame, tagged_models: pl.DataFrame, user_profiles: pl.DataFrame
+    user_sessions: pl.DataFrame,
+    tagged_models: pl.DataFrame,
+    user_profiles: pl.DataFrame,
+    app_configurations: pl.DataFrame | None = None,
+    profile_metadata: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Every accountable source item: (source_table, source_id)."""
+    """Every accountable source item: (source_table, source_id); an app configuration row under
+    its own table, S2's metadata rows under ``user_profiles``."""
+    extra = []
+    if app_configurations is not None:
+        extra.append(app_configurations.select("source_table", pl.col("id").alias("source_id")))
+    if profile_metadata is not None:
+        extra.append(
+            profile_metadata.select(
+                pl.lit("user_profiles").alias("source_table"), pl.col("id").alias("source_id")
+            )
+        )
     elements = saved_profile_elements(
         decoded_json(user_sessions.select("id", "saved_profiles"), "saved_profiles")
     )
@@ -91,6 +105,7 @@ def source_ids(
             user_sessions.select(
                 pl.lit("user_sessions").alias("source_table"), pl.col("id").alias("source_id")
             ),
+            *extra,
         ]
     )
 
@@ -99,7 +114,13 @@ def outcomes(result: TransformResult, sources: pl.DataFrame) -> pl.DataFrame:
     """Every outcome recorded for a source item: (source_table, source_id, outcome)."""
     kept = pl.concat(
         [
-            result.circuit_configurations.select(
+            *[
+                result.circuit_configurations.select(
+                    pl.lit(t).alias("source_table"), pl.col("id").alias("source_id")
+                )
+                for t in ("user_profiles", "saved_configurations", "circuit_configurations")
+            ],
+            result.user_profiles.select(
                 pl.lit("user_profiles").alias("source_table"), pl.col("id").alias("source_id")
             ),
             result.user_sessions.select(
@@ -130,10 +151,14 @@ def accounting(
     tagged_models: pl.DataFrame,
     user_profiles: pl.DataFrame,
     result: TransformResult,
+    app_configurations: pl.DataFrame | None = None,
+    profile_metadata: pl.DataFrame | None = None,
 ) -> Accounting:
     """Count source, migrated, merged and quarantined per source table (``SOURCE_TABLES``) and
     check that every source item has exactly one outcome and every outcome a source item."""
-    sources = source_ids(user_sessions, tagged_models, user_profiles)
+    sources = source_ids(
+        user_sessions, tagged_models, user_profiles, app_configurations, profile_metadata
+    )
     outs = outcomes(result, sources).filter(pl.col("source_table").is_in(list(SOURCE_TABLES)))
     problems: list[str] = []
     per_id = outs.group_by("source_table", "source_id").agg(pl.len().alias("n"))

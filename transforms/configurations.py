@@ -37,6 +37,9 @@ LEGACY_MAX_FREQ = 100_000.0
 GRID_SIZE_RANGE = (2, 25)
 NUM_POINTS_RANGE = (10, 1000)
 UNNAMED = "Untitled circuit"
+# The legacy grid a stored resnorm is recomputed on, at most: whatever a row says, the resnorm's
+# memory stays bounded (a larger grid is taken as the clamped one).
+MAX_RESNORM_POINTS = 10_000
 EPOCH = pl.lit(0).cast(TS)
 
 # Columns every circuit source carries (legacy row or element) after ``circuit_sources``.
@@ -55,6 +58,8 @@ SOURCE_COLUMNS = (
     "grid_size",
     "num_points",
     "legacy_num_points",
+    "is_public",
+    "ui_settings",
     "is_computed",
     "computation_time",
     "total_points",
@@ -94,18 +99,25 @@ def _first_problem(*checks: tuple[pl.Expr, str, pl.Expr]) -> tuple[pl.Expr, pl.E
     return reason, detail
 
 
-def profile_sources(profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Legacy user_profiles rows as circuit sources (``SOURCE_COLUMNS``) and their repairs.
+def profile_sources(
+    profiles: pl.DataFrame, source_table: str = "user_profiles"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Legacy user_profiles rows (or rows of a configuration table the app wrote,
+    ``source_table``) as circuit sources (``SOURCE_COLUMNS``) and their repairs.
 
-    ``profiles`` holds the legacy columns plus ``reason``/``detail`` (a user problem found
-    upstream, or null) and ``payload``.
+    ``profiles`` holds the legacy user_profiles columns (optionally ``is_public`` and
+    ``ui_settings``) plus ``reason``/``detail`` (a user problem found upstream, or null) and
+    ``payload``.
     """
+    for optional, dtype in (("is_public", pl.Boolean), ("ui_settings", pl.String)):
+        if optional not in profiles.columns:
+            profiles = profiles.with_columns(pl.lit(None, dtype=dtype).alias(optional))
     p = normalise.parameters(normalise.decoded_json(profiles, "parameters"), "parameters")
     p = p.with_columns(
         pl.when(pl.col("_fr_lo").is_not_null() | pl.col("_fr_hi").is_not_null())
         .then(_range_text(pl.col("_fr_lo"), pl.col("_fr_hi")))
         .alias("_fr_raw"),
-        pl.lit("user_profiles").alias("source_table"),
+        pl.lit(source_table).alias("source_table"),
         pl.col("id").alias("source_id"),
     )
     p = p.with_columns(
@@ -145,8 +157,8 @@ def profile_sources(profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     )
     ok = p.filter(pl.col("_reason").is_null())
     repairs = [
-        normalise.decoded_repairs(ok, "parameters", "user_profiles", "id"),
-        normalise.parameter_repairs(ok, "user_profiles", "id"),
+        normalise.decoded_repairs(ok, "parameters", source_table, "id"),
+        normalise.parameter_repairs(ok, source_table, "id"),
         _repair(
             ok,
             pl.col("grid_size").is_null(),
@@ -221,11 +233,13 @@ def profile_sources(profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
         pl.col("_max").alias("max_freq"),
         pl.col("_grid").alias("grid_size"),
         pl.col("_points").alias("num_points"),
-        pl.when(pl.col("num_points") >= 2)
+        pl.when(pl.col("num_points").is_between(2, MAX_RESNORM_POINTS))
         .then(pl.col("num_points"))
         .otherwise(pl.col("_points"))
         .cast(pl.Int32)
         .alias("legacy_num_points"),
+        "is_public",
+        "ui_settings",
         "is_computed",
         "computation_time",
         "total_points",
@@ -362,7 +376,9 @@ def element_sources(
         pl.lit(LEGACY_GRID_SIZE, dtype=pl.Int32).alias("grid_size"),
         pl.lit(LEGACY_NUM_POINTS, dtype=pl.Int32).alias("num_points"),
         pl.lit(LEGACY_NUM_POINTS, dtype=pl.Int32).alias("legacy_num_points"),
-        pl.lit(None, dtype=pl.Boolean).alias("is_computed"),  # an element says nothing of it
+        pl.lit(None, dtype=pl.Boolean).alias("is_public"),  # an element says nothing of these
+        pl.lit(None, dtype=pl.String).alias("ui_settings"),
+        pl.lit(None, dtype=pl.Boolean).alias("is_computed"),
         pl.lit(None, dtype=pl.Float64).alias("computation_time"),
         pl.lit(None, dtype=pl.Int32).alias("total_points"),
         pl.lit(None, dtype=pl.Int32).alias("valid_points"),
@@ -393,7 +409,7 @@ _KEY = ["user_id", "_k_name", *[f"_k_{k}" for k in PARAMETERS], "_k_min", "_k_ma
 def grouped_sources(sources: pl.DataFrame) -> pl.DataFrame:
     """The usable sources (null ``reason``) with ``config_id`` and ``is_rep`` (representative)."""
     ok = sources.filter(pl.col("reason").is_null()).with_columns(_key())
-    rows = ok.filter(pl.col("source_table") == "user_profiles").with_columns(
+    rows = ok.filter(pl.col("source_table") != "saved_profiles").with_columns(
         pl.col("updated_at").fill_null(EPOCH).alias("_upd")
     )
     rows = rows.sort(["_upd", "source_id"], descending=[True, False]).with_columns(
@@ -435,6 +451,8 @@ def grouped_sources(sources: pl.DataFrame) -> pl.DataFrame:
 
 MERGED_FIELDS = (
     "description",
+    "is_public",
+    "ui_settings",
     "is_computed",
     "computation_time",
     "total_points",
@@ -487,7 +505,7 @@ def circuit_configurations(
     agg = members.group_by("config_id").agg(
         pl.col("created_at").min().alias("_created_min"),
         pl.col("updated_at").max().alias("_updated_max"),
-        (pl.col("source_table") == "user_profiles").any().alias("_has_row"),
+        (pl.col("source_table") != "saved_profiles").any().alias("_has_row"),
     )
     reps = (
         members.filter(pl.col("is_rep"))
@@ -525,7 +543,7 @@ def circuit_configurations(
         "user_id",
         pl.col("_name").alias("name"),
         "description",
-        pl.lit(False).alias("is_public"),
+        pl.col("is_public").fill_null(False),
         normalise.circuit_json(with_range=True).alias("circuit_parameters"),
         "grid_size",
         "min_freq",
@@ -536,7 +554,7 @@ def circuit_configurations(
         "total_points",
         "valid_points",
         "computation_results",
-        pl.lit(None, dtype=pl.String).alias("ui_settings"),
+        "ui_settings",
         pl.col("_created").alias("created_at"),
         pl.col("_updated").alias("updated_at"),
     ).sort("id")

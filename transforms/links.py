@@ -3,6 +3,8 @@
 Candidates are the configurations of the model's own user. Per (model, candidate) pair:
 
 1. ``override``: the reviewer's override file names the candidate;
+1b. ``explicit``: the app's own link (S2 ``configuration_id``, S4 ``circuit_config_id``) names
+   the candidate (flagged for review when the stored resnorm contradicts it);
 2. ``resnorm``: the model's resnorm recomputed on the candidate (DESIGN.md section 2, on the
    candidate's legacy grid) equals the stored ``resnorm_value`` within ``RESNORM_RTOL``
    (relative; ``RESNORM_TINY`` guards zero);
@@ -46,6 +48,7 @@ _REFINE_FACTOR = 20.0
 DISTANCE_TIE = 1e-6
 CONFIDENCE = {
     "override": 1.0,
+    "explicit": 1.0,
     "resnorm": 0.99,
     "session": 0.8,
     "time": 0.6,
@@ -91,6 +94,24 @@ class Pairs:
     override: np.ndarray
     distance: np.ndarray
     stored: np.ndarray  # the model's stored resnorm_value
+    explicit: np.ndarray  # the app's own link names this candidate
+
+
+def _named(
+    pinned: pl.DataFrame | None,
+    models: pl.DataFrame,
+    configs: pl.DataFrame,
+    pm: np.ndarray,
+    pc: np.ndarray,
+) -> np.ndarray:
+    """Per pair: whether ``pinned`` (tagged_model_id, circuit_config_id) names it."""
+    if pinned is None or pinned.height == 0:
+        return np.zeros(len(pm), dtype=bool)
+    n_configs = max(configs.height, 1)
+    ov_m = _codes(pinned["tagged_model_id"].cast(pl.String).str.to_lowercase(), models["id"])
+    ov_c = _codes(pinned["circuit_config_id"].cast(pl.String).str.to_lowercase(), configs["id"])
+    ok = (ov_m >= 0) & (ov_c >= 0)
+    return np.isin(pm * n_configs + pc, ov_m[ok] * n_configs + ov_c[ok])
 
 
 def candidate_pairs(
@@ -98,6 +119,7 @@ def candidate_pairs(
     configs: pl.DataFrame,
     session_configs: pl.DataFrame,
     overrides: pl.DataFrame | None,
+    explicit: pl.DataFrame | None = None,
 ) -> Pairs:
     """Every (model, configuration of the model's user) pair with its evidence.
 
@@ -157,22 +179,18 @@ def candidate_pairs(
         + _codes(session_configs["config_id"], configs["id"])
     )
     in_session = (s_model[pm] >= 0) & np.isin(s_model[pm] * n_configs + pc, sc_keys)
-    override = np.zeros(len(pm), dtype=bool)
-    if overrides is not None and overrides.height:
-        ov_m = _codes(overrides["tagged_model_id"].cast(pl.String).str.to_lowercase(), models["id"])
-        ov_c = _codes(
-            overrides["circuit_config_id"].cast(pl.String).str.to_lowercase(), configs["id"]
-        )
-        ok = (ov_m >= 0) & (ov_c >= 0)
-        override = np.isin(pm * n_configs + pc, ov_m[ok] * n_configs + ov_c[ok])
+    override = _named(overrides, models, configs, pm, pc)
     tagged = _micros(models["tagged_at"], _TS_MIN)[pm]
     created = _micros(configs["created_at"], _TS_MIN)[pc]
     updated = _micros(configs["updated_at"], _TS_MAX)[pc]
     in_lifetime = (tagged != _TS_MIN) & (created <= tagged) & (tagged <= updated)
-    return Pairs(pm, pc, computed, match, in_session, in_lifetime, override, distance, stored)
+    named = _named(explicit, models, configs, pm, pc)
+    return Pairs(
+        pm, pc, computed, match, in_session, in_lifetime, override, distance, stored, named
+    )
 
 
-_METHODS = ("override", "resnorm", "session", "time", "proximity")
+_METHODS = ("override", "explicit", "resnorm", "session", "time", "proximity")
 # Candidates listed in a link's evidence: the chosen one and the runner-up it beat.
 EVIDENCE_CANDIDATES = 2
 
@@ -216,13 +234,14 @@ def decide(pairs: Pairs, config_ids: pl.Series) -> pl.DataFrame:
             }
         )
     score = (
-        p.override.astype(np.int64) * 8
+        p.override.astype(np.int64) * 16
+        + p.explicit.astype(np.int64) * 8
         + p.match.astype(np.int64) * 4
         + p.in_session.astype(np.int64) * 2
         + p.in_lifetime.astype(np.int64)
     )
     # rank key: higher score first, then smaller distance (log-parameter distances are < 1e4)
-    key = (15 - score) * 1e5 + np.minimum(np.nan_to_num(p.distance, nan=9e4), 9e4)
+    key = (31 - score) * 1e5 + np.minimum(np.nan_to_num(p.distance, nan=9e4), 9e4)
     first = np.ones(len(p.pm), dtype=bool)
     first[1:] = p.pm[1:] != p.pm[:-1]
     starts = np.flatnonzero(first)
@@ -231,16 +250,16 @@ def decide(pairs: Pairs, config_ids: pl.Series) -> pl.DataFrame:
     has_runner = top[1] >= 0
     runner = np.where(has_runner, top[1], best)
     n_match = np.add.reduceat(p.match.astype(np.int64), starts)
-    flags = (p.override, p.match, p.in_session, p.in_lifetime)
-    method = np.full(len(best), 4, dtype=np.int64)  # proximity
+    flags = (p.override, p.explicit, p.match, p.in_session, p.in_lifetime)
+    method = np.full(len(best), len(flags), dtype=np.int64)  # proximity
     any_sep = np.zeros(len(best), dtype=bool)
-    for level in reversed(range(4)):
+    for level in reversed(range(len(flags))):
         sep = flags[level][best] & ~(flags[level][runner] & has_runner)
         method = np.where(sep, level, method)
         any_sep |= sep
     dist_sep = ~has_runner | ((p.distance[runner] - p.distance[best]) > DISTANCE_TIE)
     tie = ~any_sep & ~dist_sep
-    for level in reversed(range(4)):  # a shared positive level still names the evidence
+    for level in reversed(range(len(flags))):  # a shared positive level still names it
         method = np.where(tie & flags[level][best], level, method)
     # weak evidence (session, time, proximity) stands only when proximity corroborates it: the
     # chosen candidate is the nearest, near enough, and clearly nearer than the next one
@@ -250,12 +269,15 @@ def decide(pairs: Pairs, config_ids: pl.Series) -> pl.DataFrame:
     corroborated = (
         (p.distance[best] <= d1) & (d1 <= PROXIMITY_MAX) & ((d2 - d1) >= PROXIMITY_MARGIN)
     )
-    weak = method >= 2
+    weak = method >= 3
     stored = p.stored[best]
-    contradicted = np.isfinite(stored) & (stored >= 0) & (n_match == 0) & ~p.override[best]
+    pinned = p.override[best] | p.explicit[best]
+    # the app's own link stands, but a stored resnorm that does not fit it is a contradiction
+    unfitting = (n_match == 0) | (p.explicit[best] & ~p.match[best])
+    contradicted = np.isfinite(stored) & (stored >= 0) & unfitting & ~p.override[best]
     conf_table = np.array([CONFIDENCE[name] for name in _METHODS])
     confidence = conf_table[method] * np.where(tie | (weak & ~corroborated), 0.5, 1.0)
-    double_match = (n_match >= 2) & ~p.override[best]
+    double_match = (n_match >= 2) & ~pinned
     needs_review = (
         tie | double_match | contradicted | (weak & ~corroborated) | (confidence < REVIEW_BELOW)
     )
@@ -282,6 +304,7 @@ def evidence_json(
     counts = np.diff(np.append(starts, n))
     signals = (
         ("override", pairs.override),
+        ("explicit", pairs.explicit),
         ("resnorm", pairs.match),
         ("session", pairs.in_session),
         ("time", pairs.in_lifetime),
@@ -350,6 +373,7 @@ def link_models(
     overrides: pl.DataFrame | None = None,
     *,
     exclude: pl.Series | None = None,
+    explicit: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The links frame (``schemas.frames.LINKS``) for ``models`` whose user has at least one
     configuration in ``configs`` (see :func:`candidate_pairs` for the columns), leaving out the
@@ -361,7 +385,7 @@ def link_models(
         if skip is not None:
             models = models.filter(~pl.col("id").is_in(skip))
         mine = configs.filter(pl.col("user_id").is_in(models["user_id"].unique().implode()))
-        return _link_slice(models, mine, session_configs, overrides)
+        return _link_slice(models, mine, session_configs, overrides, explicit)
     per_user = (
         models.group_by("user_id")
         .len()
@@ -380,6 +404,7 @@ def link_models(
                 configs.join(keys, on="user_id", how="semi", maintain_order="left"),
                 session_configs,
                 overrides,
+                explicit,
             )
         )
     return pl.concat(out, rechunk=False)
@@ -390,8 +415,9 @@ def _link_slice(
     configs: pl.DataFrame,
     session_configs: pl.DataFrame,
     overrides: pl.DataFrame | None,
+    explicit: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    pairs = candidate_pairs(models, configs, session_configs, overrides)
+    pairs = candidate_pairs(models, configs, session_configs, overrides, explicit)
     config_ids = configs["id"]
     d = decide(pairs, config_ids)
     out = d.select(

@@ -23,6 +23,23 @@ def _aliases(key: str) -> tuple[str, ...]:
     return KEY_ALIASES.get(key, (key,))
 
 
+def with_invalid_values(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` (resolved legacy rows with ``reason``/``detail``) with the rows that hold a
+    value no target column can hold (``invalid_values``, named by extract: an infinite or
+    out-of-range timestamp, a number beyond float8) quarantined ``invalid_value``, unless a
+    user problem came first."""
+    if "invalid_values" not in frame.columns:
+        return frame
+    bad = pl.col("reason").is_null() & pl.col("invalid_values").is_not_null()
+    return frame.with_columns(
+        pl.when(bad).then(pl.lit("invalid_value")).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(bad)
+        .then(pl.format("a value no target column can hold: {}", pl.col("invalid_values")))
+        .otherwise(pl.col("detail"))
+        .alias("detail"),
+    )
+
+
 def decoded_json(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     """``frame`` with ``column`` (JSON text) decoded where it holds a JSON *string* whose text is
     a JSON object or array (the real app wrote ``JSON.stringify(...)`` into jsonb columns): the
@@ -211,8 +228,32 @@ def parameters(frame: pl.DataFrame, text_col: str) -> pl.DataFrame:
         for k in PARAMETERS
     ]
     problem = pl.concat_str(problems, separator=", ", ignore_nulls=True)
+    # a document the JSON reader refuses (nested 128 levels or more, a number beyond float8):
+    # say so, and show what each key holds as written
+    suspect = pl.when(problem != "").then(text)  # parse again only where a problem was found
+    unread = suspect.is_not_null() & suspect.str.json_path_match("$").is_null()
+    shown = [
+        pl.lit(f"{k}=")
+        + pl.coalesce(
+            *[
+                text.str.extract(f'"{alias}"\\s*:\\s*("[^"]*"|[^,}}\\]\\s]+)', 1)
+                for alias in _aliases(k)
+            ],
+            pl.lit("missing"),
+        ).str.head(40)
+        for k in PARAMETERS
+    ]
+    unread_problem = pl.format(
+        "unreadable JSON (nested 128 levels or more, or a number beyond float8): {}",
+        pl.concat_str(shown, separator=", "),
+    )
     return out.with_columns(string_flags).with_columns(
-        pl.when(problem == "").then(None).otherwise(problem).alias("param_problem")
+        pl.when(unread)
+        .then(unread_problem)
+        .when(problem == "")
+        .then(None)
+        .otherwise(problem)
+        .alias("param_problem")
     )
 
 

@@ -59,6 +59,11 @@ def _quarantine(frame: pl.DataFrame, source_table: str, id_col: str = "id") -> p
     )
 
 
+def _optional_frame(frame: pl.DataFrame | None, schema: F.Schema) -> pl.DataFrame:
+    """``frame`` in the shape of ``schema``, or an empty one (a source this state lacks)."""
+    return F.empty(schema) if frame is None else F.conform(F.with_optional(frame, schema), schema)
+
+
 def _legacy_split(frame: pl.DataFrame, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows passing the legacy Pandera model, their failures as reason/detail rows)."""
     bad = M.failing_rows(M.LEGACY_MODELS[name], frame)
@@ -108,28 +113,54 @@ def transform(
     user_profiles: pl.DataFrame,
     *,
     overrides: pl.DataFrame | None = None,
+    app_configurations: pl.DataFrame | None = None,
+    profile_metadata: pl.DataFrame | None = None,
 ) -> TransformResult:
     """Transform one batch of legacy frames (``schemas.frames.LEGACY_FRAMES``) into the target
-    and ledger frames. ``overrides`` (tagged_model_id, circuit_config_id) pins links. Inputs
-    are never mutated; the same input gives identical output frames."""
+    and ledger frames. ``overrides`` (tagged_model_id, circuit_config_id) pins links;
+    ``app_configurations`` (the configuration tables the app wrote) and ``profile_metadata``
+    (S2's user_profiles) are optional. Inputs are never mutated; the same input gives
+    identical output frames."""
     auth = F.conform(auth_users, F.AUTH_USERS)
-    sessions_in = F.conform(user_sessions, F.LEGACY_USER_SESSIONS)
-    models_in = F.conform(tagged_models, F.LEGACY_TAGGED_MODELS)
-    profiles_in = F.conform(user_profiles, F.LEGACY_USER_PROFILES)
+    sessions_in = F.conform(
+        F.with_optional(user_sessions, F.LEGACY_USER_SESSIONS), F.LEGACY_USER_SESSIONS
+    )
+    models_in = F.conform(
+        F.with_optional(tagged_models, F.LEGACY_TAGGED_MODELS), F.LEGACY_TAGGED_MODELS
+    )
+    profiles_in = F.conform(
+        F.with_optional(user_profiles, F.LEGACY_USER_PROFILES), F.LEGACY_USER_PROFILES
+    )
+    apps_in = _optional_frame(app_configurations, F.LEGACY_APP_CONFIGURATIONS)
+    metadata_in = _optional_frame(profile_metadata, F.LEGACY_PROFILE_METADATA)
     auth, _ = _legacy_split(auth, "auth_users")
     sessions_ok, sessions_bad = _legacy_split(sessions_in, "user_sessions")
     models_ok, models_bad = _legacy_split(models_in, "tagged_models")
     profiles_ok, profiles_bad = _legacy_split(profiles_in, "user_profiles")
+    apps_ok, apps_bad = _legacy_split(apps_in, "app_configurations")
+    metadata_ok, metadata_bad = _legacy_split(metadata_in, "profile_metadata")
 
     # --- users -----------------------------------------------------------------------------
-    sessions = normalise.decoded_json(users.resolve_sessions(sessions_ok, auth), "saved_profiles")
-    profiles = users.resolve_profiles(profiles_ok, auth)
+    sessions = normalise.decoded_json(
+        normalise.with_invalid_values(users.resolve_sessions(sessions_ok, auth)), "saved_profiles"
+    )
+    profiles = normalise.with_invalid_values(users.resolve_profiles(profiles_ok, auth))
     repairs: list[pl.DataFrame] = [users.user_repairs(sessions, "user_sessions")]
     quarantine: list[pl.DataFrame] = [
         _quarantine(sessions_bad, "user_sessions"),
         _quarantine(models_bad, "tagged_models"),
         _quarantine(profiles_bad, "user_profiles"),
+        _quarantine(metadata_bad, "user_profiles"),
+        *[
+            _quarantine(apps_bad.filter(pl.col("source_table") == t), t)
+            for t in sessions_mod.APP_TABLES
+        ],
     ]
+    apps = normalise.with_invalid_values(users.resolve_profiles(apps_ok, auth))
+    metadata = normalise.with_invalid_values(
+        users.resolve_profiles(metadata_ok.with_columns(pl.col("id").alias("user_id")), auth)
+    )
+    quarantine.append(_quarantine(metadata, "user_profiles"))
 
     # --- saved_profiles elements -------------------------------------------------------------
     # Elements of every session that passed the legacy model (a quarantined session's elements
@@ -186,7 +217,20 @@ def transform(
     el_sources, el_repairs = cfg.element_sources(
         elements.filter(~pl.col("malformed_array")), sessions
     )
-    sources = pl.concat([prof_sources, el_sources], how="vertical_relaxed")
+    app_parts = [
+        cfg.profile_sources(
+            apps.filter(pl.col("source_table") == t)
+            .drop("source_table", "_original_user_id", "_user_repair")
+            .rename({"circuit_parameters": "parameters"})
+            .with_columns(pl.lit(None, dtype=pl.String).alias("payload")),
+            t,
+        )
+        for t in sessions_mod.APP_TABLES
+    ]
+    repairs += [r for _, r in app_parts]
+    sources = pl.concat(
+        [prof_sources, *[p for p, _ in app_parts], el_sources], how="vertical_relaxed"
+    )
     quarantine.append(
         sources.filter(pl.col("reason").is_not_null()).select(
             "source_table", "source_id", "reason", "detail", "payload"
@@ -285,8 +329,16 @@ def transform(
             profiles.select("user_id", "created_at", "updated_at"),
         ]
     ).filter(pl.col("user_id").is_not_null())
+    known_metadata = metadata.filter(pl.col("reason").is_null())
+    activity = pl.concat(
+        [
+            activity,
+            apps.select("user_id", "created_at", "updated_at"),
+            known_metadata.select("user_id", "created_at", "updated_at"),
+        ]
+    ).filter(pl.col("user_id").is_not_null())
     target_profiles = profiles_mod.user_profiles(
-        auth, activity.select("user_id"), configs, activity
+        auth, activity.select("user_id"), configs, activity, known_metadata
     )
     target_profiles, bad_profiles = _split_valid(target_profiles, "user_profiles")
     quarantine.append(
@@ -305,6 +357,8 @@ def transform(
         ("user_sessions", sessions_in),
         ("tagged_models", models_in),
         ("user_profiles", profiles_in),
+        ("user_profiles", metadata_in),
+        *[(t, apps_in.filter(pl.col("source_table") == t)) for t in sessions_mod.APP_TABLES],
     ):
         pay = _payloads(frame, table, q)
         q = (
@@ -408,7 +462,8 @@ def _models_stage(
     quarantine: list[pl.DataFrame] = []
     repairs: list[pl.DataFrame] = []
     m = normalise.parameters(
-        normalise.decoded_json(resolved, "circuit_parameters"), "circuit_parameters"
+        normalise.decoded_json(normalise.with_invalid_values(resolved), "circuit_parameters"),
+        "circuit_parameters",
     )
     undecodable = pl.col("_bad_circuit_parameters")
     bad_params = pl.col("reason").is_null() & (pl.col("param_problem").is_not_null() | undecodable)
@@ -490,8 +545,29 @@ def _models_stage(
         "session_id", "config_id"
     )
 
+    # the app's own links (S2 configuration_id, S4 circuit_config_id) name a configuration
+    # table row; it stands for the configuration that row became
+    app_rows = members.filter(pl.col("source_table").is_in(sessions_mod.APP_TABLES)).select(
+        pl.col("source_id").alias("explicit_config_id"), pl.col("config_id")
+    )
+    explicit = (
+        good.select("id", "explicit_config_id")
+        .filter(pl.col("explicit_config_id").is_not_null())
+        .join(app_rows, on="explicit_config_id", how="inner")
+        .select(
+            pl.col("id").alias("tagged_model_id"), pl.col("config_id").alias("circuit_config_id")
+        )
+    )
+
     def link(subset: pl.DataFrame, exclude: pl.Series | None = None) -> pl.DataFrame:
-        linked = lk.link_models(subset, config_params, session_configs, overrides, exclude=exclude)
+        linked = lk.link_models(
+            subset,
+            config_params,
+            session_configs,
+            overrides,
+            exclude=exclude,
+            explicit=explicit,
+        )
         lost = subset.filter(~has_config)
         if exclude is not None and exclude.len():
             lost = lost.filter(~pl.col("id").is_in(exclude.implode()))

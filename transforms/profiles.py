@@ -30,13 +30,25 @@ def user_profiles(
     user_ids: pl.DataFrame,
     configurations: pl.DataFrame,
     activity: pl.DataFrame,
+    metadata: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One profile per user in ``user_ids`` (column ``user_id``) known to ``auth_users``.
 
     Defaults come from the user's configuration updated last (``configurations`` excludes
     recovered ones); ``activity`` (user_id, created_at, updated_at) of the user's legacy rows
-    gives timestamps when ``auth.users`` lacks them.
+    gives timestamps when ``auth.users`` lacks them. ``metadata`` (S2's user_profiles: id =
+    user_id, username, full_name, avatar_url) comes before ``raw_user_meta_data``, and its row
+    keeps its id (the user's).
     """
+    if metadata is None:
+        metadata = pl.DataFrame(
+            schema={k: pl.String for k in ("id", "username", "full_name", "avatar_url")}
+        )
+    given = metadata.select(
+        pl.col("id").alias("user_id"),
+        pl.col("id").alias("_given_id"),
+        *[pl.col(k).alias(f"_given_{k}") for k in ("username", "full_name", "avatar_url")],
+    ).unique("user_id")
     latest = (
         configurations.sort(["updated_at", "id"], descending=[True, False], nulls_last=True)
         .group_by("user_id", maintain_order=True)
@@ -58,6 +70,7 @@ def user_profiles(
         .join(auth_users, left_on="user_id", right_on="id", how="inner")
         .join(latest, on="user_id", how="left")
         .join(act, on="user_id", how="left")
+        .join(given, on="user_id", how="left")
     )
     meta = pl.col("raw_user_meta_data")
     ok_freq = (pl.col("default_min_freq") > 0) & (
@@ -65,11 +78,12 @@ def user_profiles(
     )
     created = pl.coalesce("created_at", "_first", "_last", pl.lit(0).cast(TS))
     out = users.select(
-        stable_uuid_expr("user_profiles", pl.col("user_id")).alias("id"),
+        pl.coalesce("_given_id", stable_uuid_expr("user_profiles", pl.col("user_id"))).alias("id"),
         "user_id",
-        metadata_field(meta, "username"),
-        metadata_field(meta, "full_name"),
-        metadata_field(meta, "avatar_url"),
+        *[
+            pl.coalesce(f"_given_{k}", metadata_field(meta, k)).alias(k)
+            for k in ("username", "full_name", "avatar_url")
+        ],
         pl.col("default_grid_size").fill_null(DEFAULT_GRID_SIZE),
         pl.when(ok_freq)
         .then("default_min_freq")

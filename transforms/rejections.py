@@ -52,24 +52,37 @@ def without_rejected_users(
     user_profiles: pl.DataFrame,
     result: TransformResult,
     rejected: pl.DataFrame,
+    app_configurations: pl.DataFrame | None = None,
+    profile_metadata: pl.DataFrame | None = None,
 ) -> TransformResult:
     """``result`` with the rows of the ``rejected`` users (columns user_id, detail) removed and
     every source item that had landed in them quarantined ``database_rejected``."""
     if rejected.is_empty():
         return result
+    apps = frames.empty(frames.LEGACY_APP_CONFIGURATIONS)
+    apps = apps if app_configurations is None else app_configurations
+    metadata = frames.empty(frames.LEGACY_PROFILE_METADATA)
+    metadata = metadata if profile_metadata is None else profile_metadata
     users = rejected.select("user_id", "detail")
     owners = pl.concat(
         [
             getattr(result, t).select(pl.col("id").alias("target_id"), "user_id")
-            for t in ("circuit_configurations", "user_sessions", "tagged_models")
+            for t in ("circuit_configurations", "user_sessions", "tagged_models", "user_profiles")
+        ]
+    )
+    circuit_sources = pl.concat(
+        [
+            user_profiles.select(pl.lit("user_profiles").alias("t"), pl.col("id").alias("i")),
+            apps.select(pl.col("source_table").alias("t"), pl.col("id").alias("i")),
         ]
     )
     kept = pl.concat(
         [
-            result.circuit_configurations.select(
+            result.circuit_configurations.join(
+                circuit_sources, left_on="id", right_on="i", how="inner"
+            ).select(pl.col("t").alias("source_table"), pl.col("id").alias("source_id")),
+            result.user_profiles.join(metadata.select("id"), on="id", how="semi").select(
                 pl.lit("user_profiles").alias("source_table"), pl.col("id").alias("source_id")
-            ).join(
-                user_profiles.select(pl.col("id").alias("source_id")), on="source_id", how="semi"
             ),
             result.user_sessions.select(
                 pl.lit("user_sessions").alias("source_table"), pl.col("id").alias("source_id")
@@ -84,6 +97,11 @@ def without_rejected_users(
     payloads = pl.concat(
         [
             _row_payloads(user_profiles, "user_profiles"),
+            _row_payloads(metadata, "user_profiles"),
+            *[
+                _row_payloads(apps.filter(pl.col("source_table") == t), t)
+                for t in ("saved_configurations", "circuit_configurations")
+            ],
             _row_payloads(user_sessions, "user_sessions"),
             _row_payloads(tagged_models, "tagged_models"),
             _element_payloads(

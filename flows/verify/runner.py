@@ -22,11 +22,11 @@ import psycopg
 from psycopg import sql
 
 from flows import db
-from flows.inspect import inspect
+from flows.inspect import LEGACY_TABLES, Inspection, inspect
 from flows.ledger import require_ledger
 from flows.verify import source as src_sql
 from flows.verify import target as dst_sql
-from flows.verify.common import ALL, BUCKET_DIGITS, PROBE, Hashing, Scope, in_schema
+from flows.verify.common import ALL, BUCKET_DIGITS, PROBE, Hashing, Scope, in_relations
 from reports import verification as V
 
 
@@ -133,17 +133,17 @@ def _latest_run(conn: psycopg.Connection) -> str | None:
 
 # Values that may be JSON strings holding a container: ``<table>:<id>`` key and the string's text.
 _STRINGS = """
-select 'tagged_models:' || id, circuit_parameters #>> '{}' from @schema@.tagged_models
+select 'tagged_models:' || id, circuit_parameters #>> '{}' from @tagged_models@ t
  where jsonb_typeof(circuit_parameters) = 'string'
 union all
-select 'user_profiles:' || id, parameters #>> '{}' from @schema@.user_profiles
+select 'user_profiles:' || id, parameters #>> '{}' from @user_profiles@ p
  where jsonb_typeof(parameters) = 'string'
 union all
-select 'user_sessions:' || id, saved_profiles #>> '{}' from @schema@.user_sessions
+select 'user_sessions:' || id, saved_profiles #>> '{}' from @user_sessions@ s
  where jsonb_typeof(saved_profiles) = 'string'
 union all
 select 'saved_profiles:' || s.id || '#' || (e.n - 1), e.value->'parameters' #>> '{}'
-  from @schema@.user_sessions s
+  from @user_sessions@ s
  cross join lateral jsonb_array_elements(case when jsonb_typeof(s.saved_profiles) = 'array'
        then s.saved_profiles else '[]'::jsonb end) with ordinality e(value, n)
  where jsonb_typeof(e.value->'parameters') = 'string'
@@ -163,18 +163,33 @@ def _strict_json(text: str) -> bool:
     return "\\u0000" not in text
 
 
-def _undecodable(source_url: str, schema: str) -> list[str]:
+def _looks_like_container(text: str | None) -> bool:
+    return text is not None and text.strip(" \t\n\r\f\v")[:1] in ("{", "[")
+
+
+def _undecodable(source_url: str, legacy: Inspection) -> list[str]:
     """The JSON strings that look like a JSON object or array but do not parse (the slow path,
-    taken only when the fast one met one)."""
+    taken only when the fast one met one), the parameters of elements inside a
+    ``saved_profiles`` that is itself a JSON string included."""
     with _read_only(source_url) as conn:
-        rows = conn.execute(in_schema(_STRINGS, schema)).fetchall()  # raw tables: as stored
-    return sorted(
-        key
-        for key, text in rows
-        if text is not None
-        and text.strip(" \t\n\r\f\v")[:1] in ("{", "[")
-        and not _strict_json(text)
-    )
+        relations = {t: legacy.relation(t) for t in LEGACY_TABLES}
+        rows = conn.execute(in_relations(_STRINGS, relations)).fetchall()
+    bad = set()
+    for key, text in rows:
+        if _looks_like_container(text) and not _strict_json(text):
+            bad.add(key)
+        elif key.startswith("user_sessions:") and _looks_like_container(text):
+            session = key.partition(":")[2]
+            elements = json.loads(text)
+            for index, element in enumerate(elements if isinstance(elements, list) else []):
+                params = element.get("parameters") if isinstance(element, dict) else None
+                if (
+                    isinstance(params, str)
+                    and _looks_like_container(params)
+                    and not _strict_json(params)
+                ):
+                    bad.add(f"saved_profiles:{session}#{index}")
+    return sorted(bad)
 
 
 def verify(
@@ -189,7 +204,9 @@ def verify(
     try:
         return _verify(source_url, target_url, source_schema, target_schema, [])
     except psycopg.errors.InvalidTextRepresentation:  # a JSON string that does not parse
-        undecodable = _undecodable(source_url, source_schema)
+        with _read_only(source_url) as conn:
+            legacy = inspect(conn, source_schema, reading_only=True)
+        undecodable = _undecodable(source_url, legacy)
         return _verify(source_url, target_url, source_schema, target_schema, undecodable)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from flows.inspect import LEGACY_TABLES, Inspection
+from flows.inspect import SOURCES, Inspection
 from flows.verify import values as v
 from flows.verify.common import Scope, in_relations
 
@@ -82,6 +82,8 @@ def source_ctes(source: Inspection, scope: Scope) -> sql.Composed:
         )
         for f in (
             "description",
+            "is_public",
+            "ui_settings",
             "is_computed",
             "computation_time",
             "total_points",
@@ -93,24 +95,31 @@ def source_ctes(source: Inspection, scope: Scope) -> sql.Composed:
 with
 sess as materialized (
   select s.id, coalesce(s.user_id::text, '') as user_key,
-         case when s.user_id is null then 'no_user' when u.id is null then 'unknown_user' end
-           as reason,
+         case when s.user_id is null then 'no_user' when u.id is null then 'unknown_user'
+              when {v.bad_ts("s.last_accessed")} or {v.bad_ts("s.created_at")}
+                or {v.bad_ts("s.updated_at")} then 'invalid_value' end as reason,
          s.session_name, s.description, s.environment_variables, s.visualization_settings,
-         s.performance_settings, s.is_active, s.last_accessed, s.created_at, s.updated_at,
-         {v.decoded("s.saved_profiles", "'user_sessions:' || s.id")} as saved_profiles
+         s.performance_settings, s.is_active, {v.ts("s.last_accessed")} as last_accessed,
+         {v.ts("s.created_at")} as created_at, {v.ts("s.updated_at")} as updated_at,
+         s.current_circuit_config_id,
+         {v.readable(v.decoded("s.saved_profiles", "'user_sessions:' || s.id"))}
+           as saved_profiles
     from @user_sessions@ s left join auth.users u on u.id = s.user_id
    where {scope.users("coalesce(s.user_id::text, '')")}
 ),
 mods as (
   select t.id, t.session_id, t.model_id, t.tag_name, t.tag_category,
          {v.decoded("t.circuit_parameters", "'tagged_models:' || t.id")} as cp,
-         t.resnorm_value, t.tagged_at, t.notes, t.is_interesting,
+         t.resnorm_value, {v.ts("t.tagged_at")} as tagged_at, t.notes, t.is_interesting,
+         t.explicit_config_id, {v.bad_ts("t.tagged_at")} as bad_value,
          coalesce(t.user_id::text, s.user_id::text, '') as user_key,
          case when t.user_id is not null then ou.id else su.id end as uid,
          case when t.user_id is null and su.id is null then 'no_user'
               when t.user_id is not null and ou.id is null then 'unknown_user' end as user_reason,
          case when su.id is not null
                and s.user_id = (case when t.user_id is not null then ou.id else su.id end)
+               and not ({v.bad_ts("s.last_accessed")} or {v.bad_ts("s.created_at")}
+                        or {v.bad_ts("s.updated_at")})
               then s.id end as kept_session
     from @tagged_models@ t
     left join @user_sessions@ s on s.id = t.session_id
@@ -121,28 +130,54 @@ mods as (
 mod_values as materialized (
   select m.id, m.session_id, m.model_id, m.tag_name, m.tag_category, m.resnorm_value,
          m.tagged_at, m.notes, m.is_interesting, m.user_key, m.uid, m.kept_session,
+         m.explicit_config_id,
          "Rsh", "Ra", "Ca", "Rb", "Cb", m.fr_lo_raw, m.fr_hi_raw,
          case when m.user_reason is not null then m.user_reason
-              when not ({_all_usable()}) then 'invalid_parameters' end as reason,
+              when m.bad_value then 'invalid_value'
+              when {v.too_deep("m.cp")} or not ({_all_usable()}) then 'invalid_parameters'
+         end as reason,
          m.fr_lo_raw is not null and m.fr_hi_raw is not null as has_range
     from (select x.*, {_params("x.cp")}, {v.item("x.cp->'frequency_range'", 0)} as fr_lo_raw,
                  {v.item("x.cp->'frequency_range'", 1)} as fr_hi_raw
             from mods x) m
 ),
 profs as (
-  select p.id, coalesce(p.user_id::text, '') as user_key, u.id is not null as known, p.name,
-         p.description, {v.decoded("p.parameters", "'user_profiles:' || p.id")} as pj,
-         p.grid_size, p.num_points, p.is_computed,
+  select 'user_profiles'::text as source_table, p.id, coalesce(p.user_id::text, '') as user_key,
+         u.id is not null as known, p.name, p.description,
+         {v.decoded("p.parameters", "'user_profiles:' || p.id")} as pj,
+         p.grid_size, p.num_points, null::boolean as is_public, p.is_computed,
          {v.numeric("p.computation_time")} as computation_time, p.total_points, p.valid_points,
-         p.computation_results, p.created_at, p.updated_at,
-         {v.numeric("p.min_freq")} as min_col, {v.numeric("p.max_freq")} as max_col
+         p.computation_results, null::jsonb as ui_settings, {v.ts("p.created_at")} as created_at,
+         {v.ts("p.updated_at")} as updated_at,
+         {v.numeric("p.min_freq")} as min_col, {v.numeric("p.max_freq")} as max_col,
+         {v.bad_ts("p.created_at")} or {v.bad_ts("p.updated_at")}
+           or {v.bad_number("p.computation_time")} as bad_value
     from @user_profiles@ p left join auth.users u on u.id = p.user_id
    where {scope.users("coalesce(p.user_id::text, '')")}
+  union all
+  select a.source_table, a.id, coalesce(a.user_id::text, ''), u.id is not null, a.name,
+         a.description, {v.decoded("a.circuit_parameters", "a.source_table || ':' || a.id")},
+         a.grid_size, a.num_points, a.is_public, a.is_computed,
+         {v.numeric("a.computation_time")}, a.total_points, a.valid_points,
+         a.computation_results, a.ui_settings, {v.ts("a.created_at")}, {v.ts("a.updated_at")},
+         {v.numeric("a.min_freq")}, {v.numeric("a.max_freq")},
+         {v.bad_ts("a.created_at")} or {v.bad_ts("a.updated_at")}
+           or {v.bad_number("a.computation_time")}
+    from @app_configurations@ a left join auth.users u on u.id = a.user_id
+   where {scope.users("coalesce(a.user_id::text, '')")}
+),
+meta as (
+  select m.id, m.id::text as user_key, u.id is not null as known, m.username, m.full_name,
+         m.avatar_url, {v.ts("m.created_at")} as created_at, {v.ts("m.updated_at")} as updated_at,
+         {v.bad_ts("m.created_at")} or {v.bad_ts("m.updated_at")} as bad_value
+    from @profile_metadata@ m left join auth.users u on u.id = m.id
+   where {scope.users("m.id::text")}
 ),
 prof_values as materialized (
   select x.*,
          case when x.user_key = '' then 'no_user' when not x.known then 'unknown_user'
-              when not ({_all_usable()}) then 'invalid_parameters'
+              when x.bad_value then 'invalid_value'
+              when {v.too_deep("x.pj")} or not ({_all_usable()}) then 'invalid_parameters'
               when not {v.valid_range("x.lo", "x.hi")} then 'invalid_frequency_range' end as reason
     from (select p.*, {_params("p.pj")},
                  coalesce(p.min_col, {v.item("p.pj->'frequency_range'", 0)}, {LEGACY_FREQ[0]})
@@ -173,7 +208,8 @@ el_values as materialized (
               when jsonb_typeof(x.el) <> 'object' then 'malformed_element'
               when jsonb_typeof(x.el->'parameters') is distinct from 'object'
                 then 'malformed_element'
-              when not ({_all_usable()}) then 'invalid_parameters'
+              when {v.too_deep("(x.el->'parameters')")} or not ({_all_usable()})
+                then 'invalid_parameters'
               when not {v.valid_range("x.lo", "x.hi")} then 'invalid_frequency_range' end as reason
     from (select e.*, {_params("(e.el->'parameters')")},
                  coalesce({v.item("e.el->'frequencyRange'", 0)},
@@ -188,16 +224,17 @@ el_values as materialized (
             from els e) x
 ),
 sources as materialized (
-  select p.id::text as source_id, p.user_key as user_id, null::uuid as session_id,
+  select p.source_table, p.id::text as source_id, p.user_key as user_id, null::uuid as session_id,
          null::int as idx, null::text as session_name, {v.trimmed("p.name")} as name,
          p.description, "Rsh", "Ra", "Ca", "Rb", "Cb", p.lo, p.hi, p.grid, p.points,
-         p.is_computed, p.computation_time, p.total_points, p.valid_points,
-         p.computation_results, p.created_at, p.updated_at, true as is_row
+         p.is_public, p.ui_settings, p.is_computed, p.computation_time, p.total_points,
+         p.valid_points, p.computation_results, p.created_at, p.updated_at, true as is_row
     from prof_values p where p.reason is null
   union all
-  select e.source_id, e.user_key, e.session_id, e.idx, e.session_name, {v.trimmed("e.name")},
-         e.description, "Rsh", "Ra", "Ca", "Rb", "Cb", e.lo, e.hi, {LEGACY_GRID[0]},
-         {LEGACY_GRID[1]}, null::boolean, null::float8, null::int, null::int, null::jsonb,
+  select 'saved_profiles', e.source_id, e.user_key, e.session_id, e.idx, e.session_name,
+         {v.trimmed("e.name")}, e.description, "Rsh", "Ra", "Ca", "Rb", "Cb", e.lo, e.hi,
+         {LEGACY_GRID[0]}, {LEGACY_GRID[1]}, null::boolean, null::jsonb, null::boolean,
+         null::float8, null::int, null::int, null::jsonb,
          coalesce(e.created, e.s_created), coalesce(e.created, e.s_updated, e.s_created), false
     from el_values e where e.reason is null
 ),
@@ -267,14 +304,21 @@ current_configs as (
   select distinct on (m.session_id) m.session_id, m.config_id from members m
    where not m.is_row order by m.session_id, m.created_at desc nulls last, m.idx desc
 ),
+app_members as (
+  select source_id, user_id, config_id from members
+   where source_table in ('saved_configurations', 'circuit_configurations')
+),
 activity as (
   select user_key as uid, created_at as first_at, updated_at as last_at from sess
-   where reason is null
+   where reason is null or reason = 'invalid_value'
   union all
   select uid::text, tagged_at, tagged_at from mod_values where uid is not null
   union all
   select user_key, created_at, updated_at from prof_values where known
+  union all
+  select user_key, created_at, updated_at from meta where known and not bad_value
 ),
+good_meta as (select * from meta where known and not bad_value),
 acts as (
   select uid, min(first_at) as first_at, max(last_at) as last_at from activity group by uid
 ),
@@ -290,8 +334,11 @@ tagged_models_rows as (
          case when m.has_range then {KEYS_WITH_RANGE} else {KEYS} end as parameter_keys,
          m."Rsh", m."Ra", m."Ca", m."Rb", m."Cb",
          case when m.has_range then m.fr_lo_raw end as fr_lo,
-         case when m.has_range then m.fr_hi_raw end as fr_hi
+         case when m.has_range then m.fr_hi_raw end as fr_hi,
+         am.config_id as explicit_link
     from mod_values m
+    left join app_members am
+      on am.source_id = m.explicit_config_id::text and am.user_id = m.uid::text
    where m.reason is null and not (m.id::text = any(%(merged)s::text[]))
 ),
 user_sessions_rows as (
@@ -302,8 +349,11 @@ user_sessions_rows as (
          s.visualization_settings::text as visualization_settings,
          s.performance_settings::text as performance_settings, s.is_active,
          {v.micros("s.last_accessed")} as last_accessed, {v.micros("s.created_at")} as created_at,
-         {v.micros("s.updated_at")} as updated_at, c.config_id as current_circuit_config_id
+         {v.micros("s.updated_at")} as updated_at,
+         coalesce(am.config_id, c.config_id) as current_circuit_config_id
     from sess s left join current_configs c on c.session_id = s.id
+    left join app_members am
+      on am.source_id = s.current_circuit_config_id::text and am.user_id = s.user_key
    where s.reason is null
   window w as (partition by s.user_key, s.session_name order by s.created_at nulls last, s.id)
 ),
@@ -312,12 +362,13 @@ circuit_configurations_rows as (
          case when r.rank = 0 then r.base
               when not r.rep_row then r.base || ' (session ' || coalesce(r.session_name, '?') || ')'
               else r.base || ' (copy ' || (r.rank + 1) || ')' end as name,
-         r.description, false as is_public, {KEYS_WITH_RANGE} as parameter_keys,
+         r.description, coalesce(r.is_public, false) as is_public,
+         {KEYS_WITH_RANGE} as parameter_keys,
          r."Rsh", r."Ra", r."Ca", r."Rb", r."Cb", r.lo as fr_lo, r.hi as fr_hi,
          r.grid as grid_size, r.lo as min_freq, r.hi as max_freq, r.points as num_points,
          coalesce(r.is_computed, false) as is_computed, r.computation_time, r.total_points,
          r.valid_points, r.computation_results::text as computation_results,
-         null::text as ui_settings, {v.micros("r.created")} as created_at,
+         r.ui_settings::text as ui_settings, {v.micros("r.created")} as created_at,
          {v.micros("r.updated")} as updated_at
     from ranked r
   union all
@@ -333,12 +384,14 @@ circuit_configurations_rows as (
     from recovered x
 ),
 user_profiles_rows as (
-  select {v.stable_uuid("user_profiles", "a.uid")} as id, a.uid as user_id,
-         coalesce(u.raw_user_meta_data->>'username', u.raw_user_meta_data->>'user_name',
+  select coalesce(md.id::text, {v.stable_uuid("user_profiles", "a.uid")}) as id, a.uid as user_id,
+         coalesce(md.username, u.raw_user_meta_data->>'username',
+                  u.raw_user_meta_data->>'user_name',
                   u.raw_user_meta_data->>'preferred_username') as username,
-         coalesce(u.raw_user_meta_data->>'full_name', u.raw_user_meta_data->>'name') as full_name,
-         coalesce(u.raw_user_meta_data->>'avatar_url', u.raw_user_meta_data->>'picture')
-           as avatar_url,
+         coalesce(md.full_name, u.raw_user_meta_data->>'full_name',
+                  u.raw_user_meta_data->>'name') as full_name,
+         coalesce(md.avatar_url, u.raw_user_meta_data->>'avatar_url',
+                  u.raw_user_meta_data->>'picture') as avatar_url,
          coalesce(l.grid, {d_grid}) as default_grid_size,
          case when {v.valid_range("l.lo", "l.hi")} then l.lo else {d_lo} end as default_min_freq,
          case when {v.valid_range("l.lo", "l.hi")} then l.hi else {d_hi} end as default_max_freq,
@@ -346,6 +399,7 @@ user_profiles_rows as (
          {v.micros(created)} as created_at, {v.micros(f"greatest({created}, a.last_at)")}
            as updated_at
     from acts a join auth.users u on u.id::text = a.uid left join latest l on l.user_id = a.uid
+    left join good_meta md on md.user_key = a.uid
 ),
 quarantine_rows as (
   select 'user_sessions:' || id as id, user_key as user_id, reason from sess
@@ -353,7 +407,11 @@ quarantine_rows as (
   union all
   select 'tagged_models:' || id, user_key, reason from mod_values where reason is not null
   union all
-  select 'user_profiles:' || id, user_key, reason from prof_values where reason is not null
+  select source_table || ':' || id, user_key, reason from prof_values where reason is not null
+  union all
+  select 'user_profiles:' || id, user_key,
+         case when not known then 'unknown_user' else 'invalid_value' end
+    from meta where not known or bad_value
   union all
   select 'saved_profiles:' || source_id, user_key, reason from el_values where reason is not null
   union all
@@ -361,4 +419,4 @@ quarantine_rows as (
    where s.saved_profiles is not null and jsonb_typeof(s.saved_profiles) <> 'array'
 )
 """
-    return in_relations(text, {t: source.relation(t) for t in LEGACY_TABLES})
+    return in_relations(text, {t: source.relation(t) for t in SOURCES})

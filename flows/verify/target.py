@@ -63,8 +63,11 @@ tagged_models_rows as (
          t.model_id::text as model_id, t.tag_name::text as tag_name,
          t.tag_category::text as tag_category, t.resnorm_value::float8 as resnorm_value,
          {v.micros("t.tagged_at")} as tagged_at, t.notes, t.is_interesting,
-         {_circuit("t.circuit_parameters")}
-    from @schema@.tagged_models t where {scope.users("t.user_id::text")}
+         {_circuit("t.circuit_parameters")},
+         case l.method when 'explicit' then t.circuit_config_id::text
+                       when 'override' then 'override' end as explicit_link
+    from @schema@.tagged_models t left join migration.links l on l.tagged_model_id = t.id
+   where {scope.users("t.user_id::text")}
 ),
 user_sessions_rows as (
   select s.id::text as id, s.user_id::text as user_id, s.session_name::text as session_name,

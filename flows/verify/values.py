@@ -111,6 +111,25 @@ def trimmed(expr: str) -> str:
     return f"regexp_replace({expr}, '^\\s+|\\s+$', '', 'g')"
 
 
+TS_RANGE = "'0001-01-01 00:00:00+00' and '9999-12-31 23:59:59.999999+00'"
+FLOAT_LIMIT = "1e308"
+
+
+def ts(expr: str) -> str:
+    """A timestamptz the target can hold (finite, years 1 to 9999), else null."""
+    return f"(case when {expr} between {TS_RANGE} then {expr} end)"
+
+
+def bad_ts(expr: str) -> str:
+    """Whether a timestamptz is set but not one the target can hold."""
+    return f"({expr} is not null and not ({expr} between {TS_RANGE}))"
+
+
+def bad_number(expr: str) -> str:
+    """Whether a numeric is beyond what float8 (and the frames) can hold (NaN is fine)."""
+    return f"({expr} is not null and {expr} <> 'NaN' and abs({expr}) >= {FLOAT_LIMIT})"
+
+
 def micros(expr: str) -> str:
     """A timestamptz as microseconds since the epoch (bigint)."""
     return f"(extract(epoch from {expr}) * 1000000)::bigint"
@@ -138,6 +157,21 @@ def decoded(json: str, key: str) -> str:
         f"(case when jsonb_typeof({json}) = 'string' and btrim({text}, {WS}) ~ '^[[{{]'"
         f" and not ({key} = any(%(undecodable)s::text[])) then {text}::jsonb else {json} end)"
     )
+
+
+DEPTH = 128
+"""JSON nested this many levels or more is unreadable (the limit of the transforms' reader)."""
+
+
+def too_deep(json: str) -> str:
+    """Whether the jsonb value ``json`` nests :data:`DEPTH` levels or more."""
+    return f"coalesce(jsonb_path_exists({json}, 'strict $.**{{{DEPTH} to last}}'), false)"
+
+
+def readable(json: str) -> str:
+    """``json``, or, when it nests too deep to read, a JSON string standing for it (read as
+    malformed, not an array)."""
+    return f"(case when {too_deep(json)} then '\"unreadable\"'::jsonb else {json} end)"
 
 
 def stable_uuid(kind: str, key: str) -> str:

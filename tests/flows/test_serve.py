@@ -44,6 +44,7 @@ def test_cron_deployment_has_the_schedule_flow_and_parameters() -> None:
         "link_overrides",
         "report_dir",
         "incremental",
+        "drop_columns",
     }
 
 
@@ -113,7 +114,7 @@ def test_serve_command_builds_the_deployment_and_keeps_urls_out(
     result = runner.invoke(
         app, ["serve", "--interval", "60", "--source-url", url, "--target-url", url]
     )  # preflight: the legacy tables are in schema legacy, not public
-    assert result.exit_code == 4 and "public.user_sessions lacks columns" in result.output
+    assert result.exit_code == 4 and "holds circuit-migrate's new tables" in result.output
 
 
 @pytest.mark.usefixtures("prefect_harness")

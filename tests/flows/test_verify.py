@@ -236,8 +236,9 @@ def test_invalid_row_migrated(clone: str) -> None:
     model, user = pick_model(clone)
     sql(
         clone,
-        "update legacy.tagged_models set circuit_parameters = circuit_parameters - 'Cb'"
-        " where id = %s",
+        "update legacy.tagged_models set circuit_parameters = (case when jsonb_typeof("
+        "circuit_parameters) = 'string' then (circuit_parameters #>> '{}')::jsonb"
+        " else circuit_parameters end) - 'Cb' where id = %s",
         [model],
     )
     result = check(clone)
