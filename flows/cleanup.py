@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import psycopg
@@ -22,7 +22,12 @@ from flows.extract import check_source
 from flows.ledger import require_ledger
 from flows.lock import holder, lock_key
 from reports.verification import Verification
-from schemas.errors import CleanupRefused, ConfigurationError, SourceSchemaMismatch
+from schemas.errors import (
+    CleanupRefused,
+    ConfigurationError,
+    MissingPrivilege,
+    SourceSchemaMismatch,
+)
 
 ARCHIVE_SCHEMA = "legacy_archive"
 _MARK = "circuit-migrate archive"
@@ -39,6 +44,9 @@ class CleanupResult:
     location: str
     steps: list[str] = field(default_factory=list)
     done: bool = False
+    blocker: str | None = None
+    """Without ``confirm``: why ``--confirm`` would be refused (tables another role owns, a
+    view on a legacy table), else None."""
 
 
 def _latest_run(url: str, target_schema: str) -> str:
@@ -90,8 +98,9 @@ def _has_legacy(conn: psycopg.Connection, schema: str) -> bool:
     return all(db.table_exists(conn, schema, t) for t in schema_ops.LEGACY_TABLE_NAMES)
 
 
-def _locate(url: str, source_schema: str) -> str:
-    """The schema holding the legacy tables: ``source_schema``, else the archive."""
+def locate_legacy(url: str, source_schema: str) -> str:
+    """The schema holding the legacy tables: ``source_schema``, else the archive ``cleanup
+    --confirm`` made; raises SourceSchemaMismatch when neither holds them."""
     with db.connect(url, autocommit=True) as conn:
         if _has_legacy(conn, source_schema):
             return source_schema
@@ -108,7 +117,7 @@ def check_guard(
     raises ``CleanupRefused`` when the run is not clean or verification fails."""
     from flows.verify import verify
 
-    location = _locate(source_url, source_schema)
+    location = locate_legacy(source_url, source_schema)
     run_id = _latest_run(target_url, target_schema)
     result = verify(
         source_url,
@@ -173,7 +182,15 @@ def _cleanup(
     if drop:
         steps.append(f"drop {ARCHIVE_SCHEMA}.{{{tables}}} (irreversible)")
     outcome = CleanupResult(run_id, result.users_checked, location, steps)
-    if not confirm or not steps:
+    if not steps:
+        return outcome
+    try:
+        _check_can(source_url, location, drop=drop)
+    except (MissingPrivilege, CleanupRefused) as exc:
+        if confirm:
+            raise
+        return replace(outcome, blocker=str(exc))
+    if not confirm:
         return outcome
     with db.transaction(source_url) as conn:
         if location != ARCHIVE_SCHEMA:
@@ -181,6 +198,22 @@ def _cleanup(
         if drop:
             _drop_archive(conn)
     return CleanupResult(run_id, result.users_checked, location, steps, done=True)
+
+
+def _check_can(source_url: str, location: str, *, drop: bool) -> None:
+    """Refuse, before anything changes, what the steps could not finish: tables this role does
+    not own (MissingPrivilege), and with ``drop`` views that read the legacy tables."""
+    with db.transaction(source_url) as conn:
+        tables = schema_ops.legacy_tables(conn, location)
+        doing = "cleanup --drop" if drop else "cleanup"
+        schema_ops.require_owner(conn, location, tables, doing)
+        views = schema_ops.dependent_views(conn, location, tables) if drop else []
+    if views:
+        raise CleanupRefused(
+            f"cleanup --drop refused: {', '.join(views)} read(s) the legacy tables; drop or "
+            "rewrite them first (nothing was changed)",
+            views=views,
+        )
 
 
 def _archive(conn: psycopg.Connection, from_schema: str, run_id: str) -> None:

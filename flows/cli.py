@@ -13,13 +13,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
+import psycopg
+import psycopg.errors
 import typer
 from rich.console import Console
 
 from flows import db, ledger, schema_ops
 from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, load_settings
 from schemas import ddl
-from schemas.errors import Interrupted, MigrationError, ReconciliationMismatch, RowsRejected
+from schemas.errors import (
+    ConnectionFailed,
+    Interrupted,
+    MigrationError,
+    MissingPrivilege,
+    ReconciliationMismatch,
+    RowsRejected,
+)
 
 if TYPE_CHECKING:
     from flows.migrate import RunOptions, RunSummary
@@ -98,8 +107,25 @@ def clean_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]")
             raise typer.Exit(130) from None
+        except psycopg.Error as exc:
+            code, what = _database_failure(exc)
+            line = " ".join(str(exc).split())
+            err.print(f"[red]error:[/red] {what}: {db.redact(line)}", soft_wrap=True)
+            raise typer.Exit(code) from None
+        except OSError as exc:
+            err.print(f"[red]error:[/red] {db.redact(str(exc))}", soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _database_failure(exc: psycopg.Error) -> tuple[int, str]:
+    """(exit code, what happened) for a database error no check foresaw: the README's codes."""
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return MissingPrivilege.exit_code, "the connecting role lacks a privilege"
+    if isinstance(exc, psycopg.OperationalError):
+        return ConnectionFailed.exit_code, "the database connection failed or was ended"
+    return 1, "the database refused"
 
 
 @schema_app.command("sql")
@@ -408,9 +434,10 @@ def _execute(
     from flows.migrate import run_migration
     from flows.prefect_runtime import quiet_migration_errors, start_temporary_server
     from flows.progress import progress_over_batches
-    from flows.report_files import flow_run_url, write_run_report
+    from flows.report_files import flow_run_url, require_writable, write_run_report
     from reports.terminal import run_document, run_summary, to_json
 
+    require_writable(report_dir)
     retrying = run_id is not None
     the_run = run_id or str(uuid.uuid4())
     prefect_configured = bool(os.environ.get("PREFECT_API_URL"))  # not our temporary server
@@ -517,6 +544,7 @@ def verify(
     Read-only, with its own SQL, after any sequence of runs; exit 5 on any difference, naming
     every user that differs (--json: every difference as JSON on stdout).
     """
+    from flows.cleanup import locate_legacy
     from flows.verify import verify as run_verify
     from reports.terminal import to_json, verification_document
     from reports.verification import summary_lines
@@ -527,10 +555,17 @@ def verify(
         source_schema=source_schema,
         target_schema=target_schema,
     )
+    location = locate_legacy(settings.source_url(), settings.source_schema)
+    if location != settings.source_schema:
+        err.print(
+            f"the legacy tables are in schema {location} (`cleanup --confirm` archived them):"
+            " verifying against them",
+            soft_wrap=True,
+        )
     result = run_verify(
         settings.source_url(),
         settings.target_url(),
-        source_schema=settings.source_schema,
+        source_schema=location,
         target_schema=settings.target_schema,
     )
     if as_json:
@@ -696,6 +731,9 @@ def serve(
         incremental=incremental,
         drop_columns=tuple(drop_column or ()),
     )
+    from flows.report_files import require_writable
+
+    require_writable(report_dir)
     deployment = build_deployment(cron=cron, interval=interval, options=schedule, name=name)
     preflight(
         source,
@@ -774,6 +812,8 @@ def cleanup(
     else:
         for step in result.steps:
             out.print(f"would {step}", soft_wrap=True)
+        if result.blocker:
+            out.print(f"[yellow]but --confirm would be refused:[/yellow] {result.blocker}")
         out.print("nothing changed: add --confirm to do it", soft_wrap=True)
 
 

@@ -209,6 +209,12 @@ def run_script(url: str, sql: str) -> None:
         conn.execute(sql.encode())  # bytes: no client-side parameter parsing of '%' or '?'
 
 
+def qualified(schema: str, table: str) -> str:
+    """``"schema"."table"`` as text for ``to_regclass`` and ``::regclass``: each part quoted,
+    embedded quotes doubled, so mixed case and quotes in names work."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+
+
 def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
     """Whether ``schema`` exists."""
     row = conn.execute("select exists (select 1 from pg_namespace where nspname = %s)", [schema])
@@ -217,5 +223,5 @@ def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
 
 def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
     """Whether ``schema.table`` exists."""
-    row = conn.execute("select to_regclass(%s) is not null", [f'"{schema}"."{table}"'])
+    row = conn.execute("select to_regclass(%s) is not null", [qualified(schema, table)])
     return bool(row.fetchone()[0])  # type: ignore[index]

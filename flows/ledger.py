@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from flows import db
 from flows.batches import BatchRange
 from schemas.errors import ConfigurationError, TargetSchemaMissing
 
@@ -38,7 +39,7 @@ def require_ledger(conn: psycopg.Connection, target_schema: str) -> None:
         )
     ]
     needed += [
-        f"{target_schema}.{t}"
+        db.qualified(target_schema, t)
         for t in ("user_profiles", "circuit_configurations", "user_sessions", "tagged_models")
     ]
     missing = [

@@ -25,6 +25,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from flows import db
 from schemas import frames
 
 # Parents first for upserts; deletes go the other way.
@@ -117,7 +118,7 @@ def _column_types(
         "select c.relname, a.attname, format_type(a.atttypid, a.atttypmod)"
         " from pg_attribute a join pg_class c on c.oid = a.attrelid"
         " where a.attrelid = any(%s::regclass[]) and a.attnum > 0 and not a.attisdropped",
-        [[f'"{schema}"."{table}"' for table in tables]],
+        [[db.qualified(schema, table) for table in tables]],
     ).fetchall()
     types: dict[str, dict[str, str]] = {table: {} for table in tables}
     for table, name, kind in rows:

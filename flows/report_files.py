@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ from reports.review import (
     REVIEW_LINKS,
     review_frame,
 )
-from schemas.errors import TargetSchemaMissing
+from schemas.errors import ConfigurationError, TargetSchemaMissing
 
 MARKDOWN_ARTIFACT_KEY = "migration-report"
 BATCHES_ARTIFACT_KEY = "migration-batches"
@@ -222,6 +223,24 @@ class WrittenReport:
     verdict: Mapping[str, Any]
     rejected_rows: int
     report: Mapping[str, Any]
+
+
+def require_writable(report_dir: Path) -> None:
+    """Raise ConfigurationError unless ``report_dir`` is, or could be created as, a folder this
+    process may write in: checked before a run writes anything, creating nothing."""
+    folder = report_dir.absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem:
+        raise ConfigurationError(
+            f"--report-dir {report_dir} cannot be written ({problem}): choose another folder;"
+            " nothing was run",
+            report_dir=str(report_dir),
+        )
 
 
 def write_run_report(target_url: str, run_id: str, report_dir: Path) -> WrittenReport:

@@ -11,7 +11,12 @@ from psycopg import sql
 from flows import db
 from schemas import ddl
 from schemas import tables as t
-from schemas.errors import SourceSchemaMismatch, TargetSchemaConflict, TargetSchemaMissing
+from schemas.errors import (
+    MissingPrivilege,
+    SourceSchemaMismatch,
+    TargetSchemaConflict,
+    TargetSchemaMissing,
+)
 
 
 def apply_auth_shim(url: str) -> bool:
@@ -207,7 +212,7 @@ def _ours(conn: psycopg.Connection, schema: str, table: str) -> bool:
     row = conn.execute(
         "select exists (select from pg_constraint where conname = %s"
         " and conrelid = to_regclass(%s))",
-        [f"{table}_id_user_id_key", f'"{schema}"."{table}"'],
+        [f"{table}_id_user_id_key", db.qualified(schema, table)],
     ).fetchone()
     return bool(row and row[0])
 
@@ -223,10 +228,14 @@ def legacy_tables(conn: psycopg.Connection, schema: str) -> list[str]:
     return [*LEGACY_TABLE_NAMES, *apps]
 
 
-def _dependents(conn: psycopg.Connection, schema: str, tables: list[str]) -> list[str]:
-    """Views, functions and triggers that depend on ``schema``'s ``tables``."""
-    names = [f'"{schema}"."{t}"' for t in tables]
-    views = conn.execute(
+def dependent_views(conn: psycopg.Connection, schema: str, tables: list[str]) -> list[str]:
+    """Views (outside ``tables``) that read ``schema``'s ``tables``: they block a drop."""
+    return [v for v, _ in _views(conn, schema, tables)]
+
+
+def _views(conn: psycopg.Connection, schema: str, tables: list[str]) -> list[tuple[str, str]]:
+    names = [db.qualified(schema, t) for t in tables]
+    return conn.execute(
         "select distinct v.relnamespace::regnamespace::text || '.' || v.relname,"
         " pg_get_viewdef(v.oid, true)"
         " from pg_depend d join pg_rewrite r on r.oid = d.objid"
@@ -235,6 +244,12 @@ def _dependents(conn: psycopg.Connection, schema: str, tables: list[str]) -> lis
         " and v.oid <> all(select to_regclass(n) from unnest(%s::text[]) n) order by 1",
         [names, names],
     ).fetchall()
+
+
+def _dependents(conn: psycopg.Connection, schema: str, tables: list[str]) -> list[str]:
+    """Views, functions and triggers that depend on ``schema``'s ``tables``."""
+    names = [db.qualified(schema, t) for t in tables]
+    views = _views(conn, schema, tables)
     functions = conn.execute(
         "select distinct p.oid::regprocedure::text from pg_proc p"
         " join pg_namespace n on n.oid = p.pronamespace"
@@ -255,6 +270,27 @@ def _dependents(conn: psycopg.Connection, schema: str, tables: list[str]) -> lis
     return out
 
 
+def require_owner(conn: psycopg.Connection, schema: str, tables: list[str], doing: str) -> None:
+    """Raise MissingPrivilege, naming each table and its owner, unless the connecting role owns
+    (or is a member of the owner of) every one of ``schema``'s ``tables``: moving or dropping a
+    table needs it. Checked before anything is changed."""
+    rows = conn.execute(
+        "select c.relname, c.relowner::regrole::text from pg_class c"
+        " where c.oid = any(select to_regclass(n) from unnest(%s::text[]) n)"
+        " and not pg_has_role(current_user, c.relowner, 'USAGE') order by 1",
+        [[db.qualified(schema, t) for t in tables]],
+    ).fetchall()
+    if rows:
+        me = conn.execute("select current_user").fetchone()
+        owned = ", ".join(f"{schema}.{name} (owner {owner})" for name, owner in rows)
+        raise MissingPrivilege(
+            f"{doing} needs to own {owned}; connected as {me[0] if me else '?'}: run it as "
+            "the owner, or have the owner run `alter table ... owner to` this role first "
+            "(nothing was changed)",
+            tables=[name for name, _ in rows],
+        )
+
+
 def move_legacy_in(conn: psycopg.Connection, source: str, target: str) -> list[str]:
     """Move the legacy tables from schema ``source`` to ``target`` on ``conn`` (inside the
     caller's transaction); checks their shape and refuses to overwrite anything."""
@@ -267,6 +303,7 @@ def move_legacy(conn: psycopg.Connection, source: str, target: str) -> Moved:
 
     inspect(conn, source, reading_only=True).raise_for_problems()
     tables = legacy_tables(conn, source)
+    require_owner(conn, source, tables, f"moving the legacy tables to schema {target}")
     clashes = [t for t in tables if db.table_exists(conn, target, t)]
     if clashes:
         raise SourceSchemaMismatch(
@@ -275,6 +312,16 @@ def move_legacy(conn: psycopg.Connection, source: str, target: str) -> Moved:
             clashes=clashes,
         )
     dependents = _dependents(conn, source, tables)
+    if not db.schema_exists(conn, target):
+        allowed = conn.execute(
+            "select has_database_privilege(current_database(), 'CREATE')"
+        ).fetchone()
+        if not (allowed and allowed[0]):
+            raise MissingPrivilege(
+                f"moving the legacy tables needs schema {target}, and this role may not create "
+                "schemas in this database (grant it CREATE on the database, or create the "
+                "schema first); nothing was changed"
+            )
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target)))
     for table in tables:
         conn.execute(

@@ -5,10 +5,8 @@ database as its non-superuser ``postgres`` role."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,8 +22,6 @@ from flows.seed import seed_database
 from schemas import ddl
 from schemas.errors import AuthUsersConflict, AuthUsersMissing, MissingPrivilege
 
-REPO = Path(__file__).resolve().parents[2]
-SUPABASE_LIKE = REPO.parent / "shared" / "supabase-like" / "make_supabase_like.sh"
 SUPA_SERVER = "postgresql://{user}@127.0.0.1:5432/{db}"
 
 NEEDED_SQL = """
@@ -179,29 +175,11 @@ USERS = [uuid.UUID(int=i) for i in (0x1A, 0x2B, 0x3C, 0x4D, 0x5E)]  # the last: 
 
 
 @pytest.fixture(scope="module")
-def supabase_pair() -> Iterator[tuple[str, str]]:
-    """Two fresh Supabase-like databases (source, target); dropped afterwards."""
-    if not SUPABASE_LIKE.is_file():
-        pytest.fail(
-            f"{SUPABASE_LIKE} is missing: the Supabase-like build must sit at "
-            "../shared/supabase-like next to the repository",
-            pytrace=False,
-        )
-    tag = uuid.uuid4().hex[:8]
-    names = [f"supa_au_{tag}_src", f"supa_au_{tag}_tgt"]
-    try:
-        for name in names:
-            built = subprocess.run(
-                [str(SUPABASE_LIKE), name], capture_output=True, text=True, timeout=600
-            )
-            assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-        yield names[0], names[1]
-    finally:
-        for name in names:
-            subprocess.run(
-                ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", "--if-exists", name],
-                check=False,
-            )
+def supabase_pair(make_supabase_db: Callable[[str], tuple[str, str]]) -> tuple[str, str]:
+    """Two fresh Supabase-like databases' names (source, target); dropped afterwards."""
+    return tuple(  # type: ignore[return-value]
+        urlsplit(make_supabase_db(hint)[0]).path.lstrip("/") for hint in ("ausrc", "autgt")
+    )
 
 
 def seed_gotrue_users(url: str) -> None:

@@ -6,9 +6,7 @@ neither the whole password nor a piece of it (the tail after an unencoded ``@``)
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,9 +18,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from flows import db
 from schemas.errors import ConfigurationError, ConnectionFailed
+from tests.cli_process import cli as run_cli
 
 MARKERS = ("S3cr3t", "Zq9-")
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Form(NamedTuple):
@@ -215,19 +213,7 @@ def test_redact_in_text(text: str, shown: str) -> None:
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``circuit-migrate ARGS`` in a subprocess (its console entry point)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("SOURCE_DATABASE_URL", None)
-    env.pop("TARGET_DATABASE_URL", None)
-    command = "from flows.cli import app; app(prog_name='circuit-migrate')"
-    return subprocess.run(
-        [sys.executable, "-c", command, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, timeout=120)
 
 
 def assert_one_clean_error(result: subprocess.CompletedProcess[str], code: int) -> None:

@@ -7,14 +7,7 @@ authenticated and service_role. One database is built for this module (about 20 
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
-import subprocess
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -32,45 +25,11 @@ from tests.schemas.test_ddl import (
 )
 from tests.schemas.test_rls import TABLES, Owner, acting_as, make_owner
 
-SUPABASE_LIKE = Path(__file__).resolve().parents[2].parent / "shared" / "supabase-like"
-BUILD = SUPABASE_LIKE / "make_supabase_like.sh"
-# Where the script keeps its lock and build files: ${SUPA_WORK:-${TMPDIR:-/tmp}/supabase-like}.
-WORK = Path(os.environ.get("SUPA_WORK") or f"{os.environ.get('TMPDIR') or '/tmp'}/supabase-like")
-
 
 @pytest.fixture(scope="module")
-def supabase(pg_server: str) -> Iterator[str]:
+def supabase(make_supabase_db: Callable[[str], tuple[str, str]]) -> str:
     """URL (as supa_postgres) of a fresh Supabase-faithful database, dropped afterwards."""
-    if not BUILD.is_file():
-        pytest.fail(f"{BUILD} is missing: these tests need the supabase-like build", pytrace=False)
-    server = urlsplit(pg_server)
-    host, port = server.hostname or "127.0.0.1", str(server.port or 5432)
-    name = f"supa_cm_{uuid.uuid4().hex[:12]}"
-    env = {**os.environ, "PGHOST_SUPA": host, "PGPORT_SUPA": port}
-    try:
-        built = subprocess.run(
-            ["bash", str(BUILD), name], env=env, capture_output=True, text=True, check=False
-        )
-        if built.returncode != 0:
-            pytest.fail(f"{BUILD} {name} failed:\n{built.stdout}\n{built.stderr}", pytrace=False)
-        yield f"postgresql://supa_postgres@{host}:{port}/{name}"
-    finally:
-        subprocess.run(
-            ["dropdb", "-h", host, "-p", port, "-U", "postgres", "--force", "--if-exists", name],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(WORK / "build" / name, ignore_errors=True)
-
-
-@pytest.fixture
-def no_build_running() -> Iterator[None]:
-    """Hold the build script's lock: while any build runs, supa_postgres (a cluster-wide role)
-    is briefly a superuser, which would hide what it may not do."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    with (WORK / ".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return make_supabase_db("grants")[0]
 
 
 @pytest.fixture(scope="module")
