@@ -115,7 +115,10 @@ the target value is the expected one, or it followed by `` (...)``."""
 TIMES = {"tagged_at", "last_accessed", "created_at", "updated_at"}
 
 BUCKETS: Schema = {"part": S, "bucket": S, "rows": N, "digest": S}
-"""Per part and bucket of users: rows and the digest of their hashes (null: no rows)."""
+"""Per part and bucket of users: rows and the digest of their hashes (null: no rows); part
+``USERS_PART`` counts the bucket's users (digest null)."""
+
+USERS_PART = "users"
 
 USERS: Schema = {"part": S, "user_id": S, "rows": N, "digest": S}
 """Per part and user: rows and the digest of their hashes."""

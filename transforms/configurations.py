@@ -277,7 +277,7 @@ def element_sources(
         on="session_id",
         how="left",
     ).with_columns(
-        normalise.json_value(el, "$.parameters").alias("_ptext"),
+        pl.col("parameters").alias("_ptext"),
         el.str.contains('"parameters"\\s*:\\s*"').fill_null(False).alias("_pstr"),
     )
     e = e.with_columns(
@@ -289,7 +289,8 @@ def element_sources(
         .alias("_pobj")
     )
     e = normalise.parameters(e, "_ptext")
-    fr_lo, fr_hi = normalise.frequency_pair(el, "frequencyRange")
+    fr_lo = normalise.as_float(pl.col("frequency_lo"))
+    fr_hi = normalise.as_float(pl.col("frequency_hi"))
     pfr_lo, pfr_hi = pl.col("_fr_lo"), pl.col("_fr_hi")
     created = normalise.timestamp(normalise.json_value(el, "$.createdAt"))
     name = normalise.json_value(el, "$.name").str.strip_chars()

@@ -8,9 +8,9 @@ array (an object, a scalar, invalid JSON) yields a single malformed row with sou
 
 from __future__ import annotations
 
-import json
-
 import polars as pl
+
+from transforms import jsontext
 
 ELEMENTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "session_id": pl.String,
@@ -19,38 +19,11 @@ ELEMENTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "element": pl.String,  # the element as JSON text (the raw text for a malformed array)
     "is_object": pl.Boolean,
     "malformed_array": pl.Boolean,
+    # the element's parameters and frequencyRange items, each exactly as written (jsontext.path)
+    "parameters": pl.String,
+    "frequency_lo": pl.String,
+    "frequency_hi": pl.String,
 }
-
-
-_DECODER = json.JSONDecoder()
-_WS = " \t\n\r"
-
-
-def _element_texts(text: str) -> list[str] | None:
-    """The elements of the JSON array ``text`` as the exact slices of ``text`` they are (so a
-    payload keeps every digit and spelling), or None when ``text`` is not a JSON array."""
-    i = len(text) - len(text.lstrip(_WS))
-    if not text.startswith("[", i):
-        return None
-    out: list[str] = []
-    i += 1
-    while True:
-        while i < len(text) and text[i] in _WS:
-            i += 1
-        if i < len(text) and text[i] == "]" and not out:
-            return out
-        try:
-            _, end = _DECODER.raw_decode(text, i)
-        except (ValueError, RecursionError):
-            return None
-        out.append(text[i:end])
-        i = end
-        while i < len(text) and text[i] in _WS:
-            i += 1
-        if i < len(text) and text[i] == ",":
-            i += 1
-            continue
-        return out if i < len(text) and text[i] == "]" else None
 
 
 def saved_profile_elements(sessions: pl.DataFrame) -> pl.DataFrame:
@@ -67,14 +40,20 @@ def saved_profile_elements(sessions: pl.DataFrame) -> pl.DataFrame:
     texts: list[str] = []
     objects: list[bool] = []
     malformed: list[bool] = []
+    parameters: list[str | None] = []
+    lows: list[str | None] = []
+    highs: list[str | None] = []
     for sid, text, ok in rows.iter_rows():
-        elements = _element_texts(text) if ok else None
+        elements = jsontext.items(text) if ok else None
         if elements is None:
             session_ids.append(sid)
             indexes.append(-1)
             texts.append(text)
             objects.append(False)
             malformed.append(True)
+            parameters.append(None)
+            lows.append(None)
+            highs.append(None)
             continue
         for i, element in enumerate(elements):
             session_ids.append(sid)
@@ -82,6 +61,11 @@ def saved_profile_elements(sessions: pl.DataFrame) -> pl.DataFrame:
             texts.append(element)
             objects.append(element.startswith("{"))
             malformed.append(False)
+            fields = jsontext.members(element) or {}
+            parameters.append(jsontext.as_match(fields.get("parameters")))
+            pair = fields.get("frequencyRange")
+            lows.append(jsontext.path(pair, 0))
+            highs.append(jsontext.path(pair, 1))
     frame = pl.DataFrame(
         {
             "session_id": session_ids,
@@ -89,6 +73,9 @@ def saved_profile_elements(sessions: pl.DataFrame) -> pl.DataFrame:
             "element": texts,
             "is_object": objects,
             "malformed_array": malformed,
+            "parameters": parameters,
+            "frequency_lo": lows,
+            "frequency_hi": highs,
         },
         schema={k: v for k, v in ELEMENTS_SCHEMA.items() if k != "source_id"},
     )

@@ -1,8 +1,9 @@
 """Circuit JSON (legacy ``parameters`` / ``circuit_parameters`` / saved_profiles elements) to
 typed columns, with a per-row problem description and a repairs frame.
 
-The legacy JSON arrives as text. Values are read with ``str.json_path_match`` (invalid JSON and
-missing keys read as null, never raise), cast to Float64 non-strictly, and flagged. Repairs:
+The legacy JSON arrives as text. Parameter values are read as the exact text of each number
+(``json_decode`` into strings; rows it cannot take through ``transforms.jsontext``; invalid JSON
+and missing keys read as null, never raise), cast to Float64 non-strictly, and flagged. Repairs:
 
 - ``renamed_key``: the older key ``Rs`` used for ``Rsh``;
 - ``string_number``: a number stored as a JSON string (``"100"``).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import polars as pl
 
 from schemas.frames import REPAIRS, conform
+from transforms import jsontext
 from transforms.impedance import PARAMETERS
 
 # Legacy spellings of a parameter key, in order of preference.
@@ -123,8 +125,8 @@ def _decoded_fields(text: pl.Series) -> pl.DataFrame:
     """Raw text of each parameter key (``Rsh``, ``Rs``...) and of ``frequency_range[0/1]``.
 
     Fast path: one ``json_decode`` of the flat JSON objects; a batch it cannot decode (a nested
-    or otherwise unexpected value somewhere) takes the slow path, ``json_path_match`` per key,
-    which reads anything and never raises.
+    or otherwise unexpected value somewhere) takes the slow path, :mod:`transforms.jsontext` per
+    row, which reads anything exactly and never raises.
     """
     if text.len() > _DECODE_CHUNK:
         return pl.concat(
@@ -184,12 +186,15 @@ def _fields_of(decoded: pl.DataFrame) -> pl.DataFrame:
 
 
 def _path_fields(frame: pl.DataFrame) -> pl.DataFrame:
-    t = pl.col("t")
-    return frame.select(
-        *[json_value(t, f"$.{k}").alias(f"_k_{k}") for k in _DECODE_KEYS],
-        json_value(t, "$.frequency_range[0]").alias("_k_fr0"),
-        json_value(t, "$.frequency_range[1]").alias("_k_fr1"),
-    )
+    """The slow path of :func:`_decoded_fields` (few rows): exact text, row by row."""
+    found = [jsontext.members(t) if t is not None else None for t in frame["t"]]
+    columns = {
+        f"_k_{k}": [jsontext.as_match(m.get(k)) if m else None for m in found] for k in _DECODE_KEYS
+    }
+    pairs = [m.get("frequency_range") if m else None for m in found]
+    columns["_k_fr0"] = [jsontext.path(p, 0) for p in pairs]
+    columns["_k_fr1"] = [jsontext.path(p, 1) for p in pairs]
+    return pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.String))
 
 
 def parameters(frame: pl.DataFrame, text_col: str) -> pl.DataFrame:
@@ -312,14 +317,6 @@ def timestamp(text: pl.Expr) -> pl.Expr:
         format="%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
     )
     return pl.when(text.str.contains(TIMESTAMP)).then(parsed)
-
-
-def frequency_pair(text: pl.Expr, key: str) -> tuple[pl.Expr, pl.Expr]:
-    """(min, max) read from a two-element JSON array at ``$.<key>``, as Float64 (null if absent)."""
-    return (
-        as_float(json_value(text, f"$.{key}[0]")),
-        as_float(json_value(text, f"$.{key}[1]")),
-    )
 
 
 def frequency_problem(min_freq: pl.Expr, max_freq: pl.Expr) -> pl.Expr:

@@ -101,6 +101,13 @@ class _Side:
             f" from ({self._hashed(part)}) x group by 2"
             for part in V.PARTS
         )
+        # Users per bucket (for "N users checked"): every user with a row has a profile or,
+        # when none of its rows migrates, a quarantined row.
+        select += (
+            f" union all select '{V.USERS_PART}', left(user_id, {BUCKET_DIGITS}), count(*), null"
+            " from (select user_id from user_profiles_rows union select user_id"
+            " from quarantine_rows) u where user_id <> '' group by 2"
+        )
         return self._run(next(iter(V.PARTS)), ALL, select, V.BUCKETS, ())
 
     def users(self, buckets: Sequence[str]) -> pl.DataFrame:
@@ -286,10 +293,10 @@ def _users_checked(
     a_users: pl.DataFrame,
     drilled: Sequence[str],
 ) -> int:
-    """Users seen: those of the drilled buckets counted exactly, the others by their
-    ``user_profiles`` rows (one per user with legacy data) on the expected side."""
+    """Users seen: those of the drilled buckets counted exactly, the others by the expected
+    side's count per bucket (``USERS_PART``)."""
     exact = V.users_checked(e_users, a_users)
-    profiles = e_buckets.filter(
-        (pl.col("part") == "user_profiles") & ~pl.col("bucket").is_in(list(drilled))
+    users = e_buckets.filter(
+        (pl.col("part") == V.USERS_PART) & ~pl.col("bucket").is_in(list(drilled))
     )
-    return exact + int(profiles["rows"].sum())
+    return exact + int(users["rows"].sum())

@@ -107,7 +107,7 @@ sess as materialized (
     from @user_sessions@ s left join auth.users u on u.id = s.user_id
    where {scope.users("coalesce(s.user_id::text, '')")}
 ),
-mods as (
+mods as materialized (
   select t.id, t.session_id, t.model_id, t.tag_name, t.tag_category,
          {v.decoded("t.circuit_parameters", "'tagged_models:' || t.id")} as cp,
          t.resnorm_value, {v.ts("t.tagged_at")} as tagged_at, t.notes, t.is_interesting,
@@ -141,7 +141,7 @@ mod_values as materialized (
                  {v.item("x.cp->'frequency_range'", 1)} as fr_hi_raw
             from mods x) m
 ),
-profs as (
+profs as materialized (
   select 'user_profiles'::text as source_table, p.id, coalesce(p.user_id::text, '') as user_key,
          u.id is not null as known, p.name, p.description,
          {v.decoded("p.parameters", "'user_profiles:' || p.id")} as pj,
@@ -190,7 +190,7 @@ prof_values as materialized (
                    as points
             from profs p) x
 ),
-els as (
+els as materialized (
   select s.id as session_id, s.user_key, s.reason as s_reason, s.session_name,
          s.created_at as s_created, s.updated_at as s_updated,
          (case when jsonb_typeof(e.value) = 'object' and e.value ? 'parameters'
